@@ -1,0 +1,24 @@
+"""The frozen T5 text encoder: tokenize, encode, cache (chapter 04, text conditioning).
+
+Imagen Video conditions every model of its cascade on the contextual embeddings of a frozen
+T5-XXL encoder (paper §2.1, Fig. 6). This package holds, one idea per module:
+
+* `t5`: `T5Config`, `T5Encoder` (a Flax NNX port of the T5 v1.1 encoder) and `load_t5_encoder`,
+  which reads Hugging Face safetensors checkpoints by parameter name (`google/t5-v1_1-xxl` is the paper's).
+* `encoder`: `TextEncoder` (tokenizer + frozen encoder -> fixed-length embeddings and mask),
+  `default_text_encoder` (the small offline encoder of the toy cascade and of every test: random
+  frozen weights from a fixed seed, no pretrained language knowledge) and `t5_text_encoder` (T5-XXL).
+* `cache`: `EmbeddingCache`, so that text is encoded once and no training step re-encodes it.
+
+The empty prompt "" is the unconditional (null) input of classifier-free guidance (chapter 08):
+its embedding is all zeros and its mask all False.
+"""
+
+from .cache import EmbeddingCache
+from .encoder import (DEFAULT_BIAS_STD, DEFAULT_CONFIG, DEFAULT_SEED, TextEncoder, default_text_encoder,
+                      t5_text_encoder, toy_tokenizer)
+from .t5 import T5Config, T5Encoder, load_t5_encoder, random_t5_encoder, relative_position_bucket, resolve_checkpoint
+
+__all__ = ["DEFAULT_BIAS_STD", "DEFAULT_CONFIG", "DEFAULT_SEED", "EmbeddingCache", "T5Config", "T5Encoder",
+           "TextEncoder", "default_text_encoder", "load_t5_encoder", "random_t5_encoder", "relative_position_bucket",
+           "resolve_checkpoint", "t5_text_encoder", "toy_tokenizer"]
