@@ -65,3 +65,24 @@ def oscillating_weights(num_steps, high=15.0, low=1.0, constant_steps=0):
     alternating = jnp.where((step - constant_steps) % 2 == 0, high, low)
     return jnp.where(step < constant_steps, high, alternating).astype(jnp.float32)
 # [end-oscillating]
+
+
+# [start-cfg]
+def classifier_free_prediction(model_fn, z, logsnr, text, text_mask, w, **model_kwargs):
+    """The guided model output (eq. 5) with conditional and unconditional predictions computed in
+    ONE batched forward pass (chapter 08).
+
+    model_fn(z, logsnr, text, text_mask, **model_kwargs) -> prediction (v, ε or x: the guided
+    combination is the same affine map in each space). The unconditional half sees the null
+    prompt (zero embeddings, empty mask), exactly what text dropout showed it in training. w:
+    scalar or (B,); any (B, ...) arrays in model_kwargs (e.g. the conditioning video) are repeated.
+    """
+    b = z.shape[0]
+    double = lambda a: jnp.concatenate([a, a]) if jnp.ndim(a) and jnp.shape(a)[0] == b else a
+    logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (b,))
+    both_text = jnp.concatenate([text, jnp.zeros_like(text)])
+    both_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
+    kwargs = {k: (None if v is None else double(v)) for k, v in model_kwargs.items()}
+    out = model_fn(double(z), double(logsnr), both_text, both_mask, **kwargs)
+    return guide(out[:b], out[b:], w)
+# [end-cfg]

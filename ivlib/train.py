@@ -1,0 +1,126 @@
+"""Training a stage of the cascade: the state, the loss, one jit-compiled step (chapter 04).
+
+The train state is a plain pytree — {"step", "params", "opt_state", "ema"} — so it can be
+checkpointed by orbax, placed on a device mesh (`ivlib.sharding`) and passed through `jax.jit`
+without any framework magic. The model's structure (its NNX graph) travels separately as a
+`ModelDef`. The loop around the step — data, text cache, checkpoints, resume, NaN guard — is in
+`ivlib.trainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ivlib.cascade import Stage, augment_condition, condition_video
+from ivlib.diffusion import diffuse, prediction_loss
+from ivlib.nn.unet import UNetConfig, VideoUNet
+from ivlib.schedules import cosine_logsnr
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    """Everything about a model except its parameters: the NNX graph and non-trainable state."""
+
+    graphdef: Any
+    rest: Any
+
+    def bind(self, params) -> VideoUNet:
+        """The model with `params` (chapter 04)."""
+        return nnx.merge(self.graphdef, params, self.rest)
+
+
+def create_state(unet_config: UNetConfig, tx: optax.GradientTransformation, key):
+    """A freshly initialised model: (ModelDef, state) with state = {step, params, opt_state, ema} (chapter 04)."""
+    model = VideoUNet(unet_config, rngs=nnx.Rngs(key))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(jnp.asarray, params)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+             "ema": jax.tree.map(jnp.copy, params)}
+    return ModelDef(graphdef, rest), state
+
+
+def default_optimizer(learning_rate=3e-4, warmup_steps=100, clip_norm=1.0):
+    """Adam with linear warm-up and global-norm clipping (chapter 04; our choice for the toy stages)."""
+    schedule = optax.linear_schedule(0.0, learning_rate, max(1, warmup_steps))
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule))
+
+
+def _random_crop(key, x, cond, size):
+    """The same random (height, width) crop of x and cond, per sample (fully convolutional SSR, §2.3)."""
+    b, f, h, w, c = x.shape
+    ch, cw = size
+    k1, k2 = jax.random.split(key)
+    top = jax.random.randint(k1, (b,), 0, h - ch + 1)
+    left = jax.random.randint(k2, (b,), 0, w - cw + 1)
+
+    def crop(video, t, l):
+        return jax.lax.dynamic_slice(video, (0, t, l, 0), (f, ch, cw, video.shape[-1]))
+
+    return jax.vmap(crop)(x, top, left), jax.vmap(crop)(cond, top, left)
+
+
+# [start-loss]
+def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, target="v", text_dropout=0.1, aug_max_t=0.6):
+    """The stage's training loss on one batch (chapter 04; paper eq. 2 with v-prediction, §2.4).
+
+    t ~ U(0, 1) per sample, z_t = α x + σ ε, and the network is regressed onto its target. A
+    fraction `text_dropout` of prompts is replaced by the null prompt so the same network also
+    learns the unconditional model that classifier-free guidance needs (§2.6.1). SR stages see the
+    upsampled low-resolution video after noise conditioning augmentation at a random log-SNR
+    λ' = λ(t'), t' ~ U(0, aug_max_t) (§2.5; the range is our choice), and are told λ'.
+    """
+    x = batch["video"]
+    b = x.shape[0]
+    k_t, k_noise, k_drop, k_aug, k_aug_noise, k_crop = jax.random.split(key, 6)
+    extra = {}
+    if stage.kind != "base":
+        cond = condition_video(stage, batch["cond"])
+        if stage.train_crop is not None:
+            x, cond = _random_crop(k_crop, x, cond, stage.train_crop)
+        cond_logsnr = cosine_logsnr(jax.random.uniform(k_aug, (b,), maxval=aug_max_t))
+        extra = {"cond": augment_condition(cond, cond_logsnr, jax.random.normal(k_aug_noise, cond.shape)),
+                 "cond_logsnr": cond_logsnr}
+    logsnr = cosine_logsnr(jax.random.uniform(k_t, (b,)))
+    noise = jax.random.normal(k_noise, x.shape)
+    z = diffuse(x, logsnr, noise)
+    text, text_mask = batch.get("text"), batch.get("text_mask")
+    if text is not None:
+        keep = jax.random.uniform(k_drop, (b,)) >= text_dropout
+        text, text_mask = text * keep[:, None, None], text_mask & keep[:, None]
+    output = model(z, logsnr, text, text_mask, is_image=batch.get("is_image"), **extra)
+    return jnp.mean(prediction_loss(output, x, noise, logsnr, target))
+# [end-loss]
+
+
+def make_train_step(model_def: ModelDef, tx, stage: Stage, target="v", text_dropout=0.1, ema_decay=0.999,
+                    aug_max_t=0.6):
+    """One jit-compiled optimisation step (chapter 04): (state, batch, key) -> (state, metrics).
+
+    batch: {"video" (B,F,H,W,C), "text" (B,L,D), "text_mask" (B,L) bool, "is_image" (B,) bool,
+    and for SR stages "cond": the clean previous-stage video}. The EMA decay warms up as
+    min(ema_decay, (1 + step) / (10 + step)) so short runs already have useful EMA weights.
+    The step follows the sharding of its inputs: replicate the state and split the batch over a
+    mesh's "data" axis for data parallelism (`ivlib.sharding`).
+    """
+
+    def loss_fn(params, batch, key):
+        return diffusion_loss(model_def.bind(params), batch, key, stage, target, text_dropout, aug_max_t)
+
+    @jax.jit
+    def train_step(state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        step = state["step"] + 1
+        decay = jnp.minimum(ema_decay, (1.0 + state["step"]) / (10.0 + state["step"]))
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return {"step": step, "params": params, "opt_state": opt_state, "ema": ema}, metrics
+
+    return train_step

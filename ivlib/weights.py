@@ -1,0 +1,77 @@
+"""Shipped weights: a stage's EMA parameters in one compact safetensors file (chapters 04–05).
+
+The toy cascade's trained weights live in `ivlib/assets/weights/<config>_<stage>.safetensors`,
+stored as float16 (half the size; the toy models lose nothing measurable) and loaded back as
+float32. Each file records the `ivlib train` command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+WEIGHTS_DIR = pathlib.Path(__file__).parent / "assets" / "weights"
+
+
+def _flat(tree):
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}, treedef
+
+
+def save_params(path, params, metadata=None, dtype=np.float16):
+    """Write a parameter pytree to `path` (safetensors; values cast to `dtype`)."""
+    from safetensors.numpy import save_file
+
+    flat, _ = _flat(params)
+    arrays = {name: np.ascontiguousarray(np.asarray(value, dtype)) for name, value in flat.items()}
+    meta = {key: json.dumps(value) for key, value in (metadata or {}).items()}
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(arrays, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written weight file
+    return path
+
+
+def read_metadata(path):
+    """The metadata dict stored with a weight file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
+
+
+def load_params(path, like):
+    """Read a weight file into the structure of the pytree `like` (e.g. a model's abstract params).
+
+    Raises FileNotFoundError if the file is missing and ValueError naming the first missing or
+    mis-shaped parameter if the file does not fit the model.
+    """
+    from safetensors.numpy import load_file
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weight file at {path}")
+    try:
+        stored = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"weight file {path} is not a readable safetensors file: {err}") from err
+    flat, treedef = _flat(like)
+    leaves = []
+    for name, ref in flat.items():
+        if name not in stored:
+            raise ValueError(f"weight file {path} has no parameter {name}: it was saved from another architecture")
+        if tuple(stored[name].shape) != tuple(ref.shape):
+            raise ValueError(f"weight file {path}: parameter {name} has shape {stored[name].shape}, "
+                             f"the model expects {tuple(ref.shape)}")
+        leaves.append(jnp.asarray(stored[name], ref.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def shipped_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
+    """Where the shipped weights of a stage live inside the package."""
+    return WEIGHTS_DIR / f"{config_name}_{stage_name}.safetensors"
