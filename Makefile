@@ -10,7 +10,6 @@ MIN_PINS := "jax[cpu]==0.7.2" "flax==0.11.2"
 NOTEBOOKS_MD := $(sort $(wildcard notebooks/[0-9]*.md))
 NOTEBOOKS_IPYNB := $(NOTEBOOKS_MD:.md=.ipynb)
 export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=true
-export MPLBACKEND ?= Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: all demo test test-unit test-notebooks test-min book book-check notebooks benchmarks clean

@@ -186,10 +186,11 @@ def sample(denoise_fn, shape, key, num_steps, sampler="ancestral", gamma=0.3, lo
     """
     shape = tuple(int(d) for d in shape)
     _check_sampler_args(shape, num_steps, sampler, gamma)
-    return _sample(denoise_fn, shape, key, num_steps, sampler, float(gamma), logsnr_fn, x_transform, step_aware)
+    return _sample(denoise_fn, shape, key, jnp.int32(num_steps), sampler, float(gamma), logsnr_fn, x_transform,
+                   step_aware)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 3, 4, 6, 7, 8))
+@partial(jax.jit, static_argnums=(0, 1, 4, 6, 7, 8))  # num_steps is traced: one compilation serves every step count
 def _sample(denoise_fn, shape, key, num_steps, sampler, gamma, logsnr_fn, x_transform, step_aware):
     init_key, step_key = jax.random.split(key)
     batch = shape[0]

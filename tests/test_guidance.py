@@ -51,3 +51,24 @@ def test_oscillating_weights():
     np.testing.assert_array_equal(oscillating_weights(7, 7.0, 2.0, 3), [7, 7, 7, 7, 2, 7, 2])
     with pytest.raises(ValueError, match="num_steps"):
         oscillating_weights(0)
+
+
+def test_one_batched_forward_equals_two_separate_calls():
+    from ivlib.guidance import classifier_free_prediction
+
+    calls = []
+
+    def model_fn(z, logsnr, text, text_mask, cond=None):
+        calls.append(z.shape[0])
+        pooled = jnp.sum(text * text_mask[..., None], axis=(1, 2))       # depends on the prompt
+        return jnp.tanh(z * logsnr[:, None] + pooled[:, None] + (0 if cond is None else cond))
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(4), 3)
+    z, text, cond = jax.random.normal(k1, (3, 5)), jax.random.normal(k2, (3, 4, 2)), jax.random.normal(k3, (3, 5))
+    mask, logsnr, w = jnp.ones((3, 4), bool), jnp.array([0.5, -1.0, 2.0]), jnp.array([0.0, 1.5, 7.0])
+    batched = classifier_free_prediction(model_fn, z, logsnr, text, mask, w, cond=cond)
+    assert calls == [6]
+    cond_pred = model_fn(z, logsnr, text, mask, cond=cond)
+    uncond_pred = model_fn(z, logsnr, jnp.zeros_like(text), jnp.zeros_like(mask), cond=cond)
+    np.testing.assert_allclose(batched, guide(cond_pred, uncond_pred, w), atol=1e-6)
+    np.testing.assert_allclose(batched[0], cond_pred[0], atol=1e-6)  # w = 0 is the conditional model

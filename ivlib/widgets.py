@@ -1,0 +1,151 @@
+"""Figures and interactive demos for the book (chapters 01 and 02).
+
+Every demo is a pure `render_*` function — same inputs, same figure, no global state — that
+returns a `matplotlib.figure.Figure`. A chapter first shows it plainly at a default setting (that
+is what the static book shows and what CI executes) and then wraps it in an ipywidgets slider
+with the matching `*_widget` function, which only works in a live kernel (Jupyter, Colab, Binder).
+Figures are built with `matplotlib.figure.Figure`, not `pyplot`, so they are displayed exactly
+once: by the notebook when a cell returns one, or by the widget when a slider moves.
+"""
+
+import numpy as np
+
+from ivlib.schedules import alpha_sigma, cosine_logsnr
+
+
+def _check_t(t):
+    t = float(t)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1] (0 = data, 1 = noise), got {t!r}")
+    return t
+
+
+def _check_video(video, noise):
+    video, noise = np.asarray(video, np.float32), np.asarray(noise, np.float32)
+    if video.ndim != 4 or video.shape[-1] not in (1, 3):
+        raise ValueError(f"video must have shape (frames, height, width, channels) with 1 or 3 channels, got {video.shape}")
+    if noise.shape != video.shape:
+        raise ValueError(f"noise must have the video's shape {video.shape}, got {noise.shape}")
+    return video, noise
+
+
+def _as_image(frame):
+    """A [-1, 1] frame (H, W, C) -> [0, 1] pixels for imshow, clipped (noisy latents leave [-1, 1])."""
+    image = np.clip((frame + 1.0) / 2.0, 0.0, 1.0)
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
+def render_noising(video, noise, t, logsnr_fn=cosine_logsnr, num_frames=4):
+    """Figure of z_t = α_t x + σ_t ε for one video at time t, next to the schedule (chapter 01).
+
+    video, noise: (F, H, W, C) float arrays, video in [-1, 1]; t: float in [0, 1]. Shows the first
+    `num_frames` frames of z_t (clipped to [-1, 1] for display) and α, σ over t with t marked.
+    """
+    from matplotlib.figure import Figure
+
+    t = _check_t(t)
+    video, noise = _check_video(video, noise)
+    logsnr = float(logsnr_fn(t))
+    alpha, sigma = (float(a) for a in alpha_sigma(logsnr))
+    z = alpha * video + sigma * noise
+    num_frames = max(1, min(int(num_frames), video.shape[0]))
+
+    fig = Figure(figsize=(2.0 * num_frames + 3.2, 2.4), layout="constrained")
+    axes = fig.subplots(1, num_frames + 1, width_ratios=[1.0] * num_frames + [1.6])
+    for i, ax in enumerate(axes[:num_frames]):
+        ax.imshow(_as_image(z[i]), cmap="gray" if video.shape[-1] == 1 else None, vmin=0.0, vmax=1.0,
+                  interpolation="nearest")
+        ax.set_title(f"frame {i}", fontsize=9)
+        ax.set_axis_off()
+    grid = np.linspace(0.0, 1.0, 201)
+    a_grid, s_grid = (np.asarray(v) for v in alpha_sigma(logsnr_fn(grid)))
+    ax = axes[-1]
+    ax.plot(grid, a_grid, label="α_t")
+    ax.plot(grid, s_grid, label="σ_t")
+    ax.axvline(t, color="k", lw=0.8)
+    ax.set_xlabel("t")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="center left")
+    fig.suptitle(f"t = {t:.2f}:  λ = {round(logsnr, 2) + 0.0:.2f},  α = {alpha:.3f},  σ = {sigma:.3f}", fontsize=10)
+    return fig
+
+
+def noising_widget(video, noise, logsnr_fn=cosine_logsnr, t=0.5):
+    """ipywidgets slider over t driving `render_noising` (chapter 01). Returns the widget to display."""
+    import ipywidgets
+
+    video, noise = _check_video(video, noise)
+    slider = ipywidgets.FloatSlider(value=_check_t(t), min=0.0, max=1.0, step=0.01, description="t",
+                                    continuous_update=False)
+    return ipywidgets.interactive(lambda t: render_noising(video, noise, t, logsnr_fn), t=slider)
+
+
+def mixture_density(x, means, stds, weights):
+    """Density of a 1-D mixture of Gaussians at points x (chapter 02). means, stds, weights: (K,)."""
+    x = np.asarray(x, np.float64)[..., None]
+    means, stds, weights = (np.asarray(a, np.float64) for a in (means, stds, weights))
+    if not means.shape == stds.shape == weights.shape or means.ndim != 1:
+        raise ValueError(f"means, stds and weights must all have shape (K,), got {means.shape}, {stds.shape}, {weights.shape}")
+    return np.sum(weights * np.exp(-0.5 * ((x - means) / stds) ** 2) / (stds * np.sqrt(2.0 * np.pi)), axis=-1)
+
+
+def render_histogram(samples, means, stds, weights, title="", bins=60, limits=(-1.5, 1.5)):
+    """Histogram of 1-D samples against the true mixture density (chapter 02).
+
+    samples: any shape (flattened); means, stds, weights: (K,) of the data's mixture of Gaussians.
+    """
+    from matplotlib.figure import Figure
+
+    samples = np.asarray(samples, np.float64).ravel()
+    grid = np.linspace(*limits, 400)
+    fig = Figure(figsize=(5.0, 2.6), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(np.clip(samples, *limits), bins=bins, range=limits, density=True, alpha=0.6, label="samples")
+    ax.plot(grid, mixture_density(grid, means, stds, weights), "k", lw=1.2, label="data density")
+    ax.set_xlabel("x")
+    ax.set_xlim(*limits)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def render_sampler(means, stds, weights, num_steps, sampler="ddim", gamma=0.0, batch=4096, seed=0):
+    """Sample 1-D mixture data with its exact denoiser and plot the histogram (chapter 02).
+
+    Deterministic given its arguments: the same seed gives the same figure.
+    """
+    import jax
+
+    from ivlib.analytic import mixture_denoiser
+    from ivlib.diffusion import sample
+
+    denoise_fn = _cached_denoiser(mixture_denoiser, tuple(np.ravel(means)), tuple(np.ravel(stds)), tuple(np.ravel(weights)))
+    x = sample(denoise_fn, (int(batch), 1), jax.random.PRNGKey(seed), int(num_steps), sampler, gamma)
+    name = "DDIM" if sampler == "ddim" else f"ancestral, γ = {float(gamma):.2f}"
+    return render_histogram(x, means, stds, weights, title=f"{name}, {int(num_steps)} steps")
+
+
+_DENOISERS = {}
+
+
+def _cached_denoiser(make, means, stds, weights):
+    """One denoiser object per mixture, so `sample` (jitted with the function as a static argument) compiles once."""
+    key = (make, means, stds, weights)
+    if key not in _DENOISERS:
+        _DENOISERS[key] = make(np.asarray(means, np.float32)[:, None], np.asarray(stds, np.float32),
+                               np.asarray(weights, np.float32))
+    return _DENOISERS[key]
+
+
+def sampler_widget(means, stds, weights, batch=4096, seed=0):
+    """Sliders over steps, sampler and γ driving `render_sampler` (chapter 02). Returns the widget."""
+    import ipywidgets
+
+    steps = ipywidgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=8, description="steps",
+                                       continuous_update=False)
+    sampler = ipywidgets.ToggleButtons(options=[("DDIM", "ddim"), ("ancestral", "ancestral")], value="ddim",
+                                       description="sampler")
+    gamma = ipywidgets.FloatSlider(value=0.3, min=0.0, max=1.0, step=0.1, description="γ", continuous_update=False)
+    return ipywidgets.interactive(
+        lambda num_steps, sampler, gamma: render_sampler(means, stds, weights, num_steps, sampler, gamma, batch, seed),
+        num_steps=steps, sampler=sampler, gamma=gamma)
