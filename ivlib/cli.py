@@ -79,6 +79,20 @@ def _train(args):
     print(f"done: EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
 
 
+def _train_evaluator(args):
+    from ivlib.metrics import train_evaluator
+
+    path = train_evaluator(args.workdir, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    print(f"done: {path}; ship it with: cp {path} ivlib/assets/weights/evaluator.safetensors")
+
+
+def _export(args):
+    from ivlib.trainer import export_ema
+
+    path, step = export_ema(args.workdir, args.out)
+    print(f"wrote the EMA weights of step {step} to {path}")
+
+
 def _set_cpu_devices(argv):
     """Simulated CPU devices must be requested before jax is imported (XLA reads XLA_FLAGS once)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -143,6 +157,18 @@ def main(argv=None):
     tr.add_argument("--cpu-devices", type=int, default=2,
                     help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
     tr.set_defaults(run=_train)
+
+    ev = commands.add_parser("train-evaluator", help="train the toy video-text dual encoder behind ivlib.metrics")
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument("--steps", type=int, default=2000)
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(run=_train_evaluator)
+
+    ex = commands.add_parser("export", help="write the EMA weights of a run's newest checkpoint (safe while it trains)")
+    ex.add_argument("--workdir", required=True)
+    ex.add_argument("--out", default=None, help="default: <workdir>/ema.safetensors")
+    ex.set_defaults(run=_export)
     _set_cpu_devices(argv)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -211,3 +211,27 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
                 metadata={"config": cfg.config, "stage": cfg.stage, "steps": int(state["step"]),
                           "train_config": dataclasses.asdict(cfg)})
     return model_def, state
+
+
+def export_ema(workdir, out=None):
+    """Write the EMA weights of the newest checkpoint in `workdir` to `out` (default <workdir>/ema.safetensors)
+    without touching the run — safe while it is still training (chapter 04)."""
+    from ivlib.configs import get_stage
+
+    workdir = pathlib.Path(workdir)
+    config_file = workdir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: {workdir} is not an `ivlib train` work directory")
+    raw = json.loads(config_file.read_text())
+    cfg = TrainConfig(**raw)
+    stage = get_stage(cfg.config, cfg.stage)
+    _, state = create_state(stage.unet, default_optimizer(cfg.learning_rate, cfg.warmup_steps), jax.random.PRNGKey(0))
+    manager = _checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
+    state = _restore_latest(manager, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state),
+                            workdir / "checkpoints")
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
+    out = pathlib.Path(out or workdir / "ema.safetensors")
+    save_params(out, jax.device_get(state["ema"]),
+                metadata={"config": cfg.config, "stage": cfg.stage, "steps": int(state["step"]), "train_config": raw})
+    return out, int(state["step"])

@@ -27,7 +27,7 @@ def save_params(path, params, metadata=None, dtype=np.float16):
     from safetensors.numpy import save_file
 
     flat, _ = _flat(params)
-    arrays = {name: np.ascontiguousarray(np.asarray(value, dtype)) for name, value in flat.items()}
+    arrays = {name: np.array(np.asarray(value, dtype), order="C") for name, value in flat.items()}
     meta = {key: json.dumps(value) for key, value in (metadata or {}).items()}
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Figures and interactive demos for the book (chapters 01 and 02).
+"""Figures and interactive demos for the book (chapters 01, 02, 04 and 08).
 
 Every demo is a pure `render_*` function — same inputs, same figure, no global state — that
 returns a `matplotlib.figure.Figure`. A chapter first shows it plainly at a default setting (that
@@ -149,3 +149,49 @@ def sampler_widget(means, stds, weights, batch=4096, seed=0):
     return ipywidgets.interactive(
         lambda num_steps, sampler, gamma: render_sampler(means, stds, weights, num_steps, sampler, gamma, batch, seed),
         num_steps=steps, sampler=sampler, gamma=gamma)
+
+
+def render_prompt(cascade, prompt, seed=0, guidance=3.0, oscillate=False, threshold="dynamic", num_steps=32,
+                  sampler="ancestral", num_videos=1):
+    """Text -> video with a `Cascade` (chapters 04, 08): returns the final videos (num_videos, F, H, W, C) as numpy.
+
+    Pure: the same arguments give the same video. `oscillate` alternates `guidance` and 1 after a
+    quarter of the steps at the high weight (paper §2.6.2) on the base stage.
+    """
+    import jax
+
+    from ivlib.cascade import SamplerSettings
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    base = SamplerSettings(num_steps=int(num_steps), sampler=sampler, guidance=float(guidance), threshold=threshold,
+                           oscillate=(float(guidance), 1.0, int(num_steps) // 4) if oscillate else None)
+    settings = {s.name: (base if s.kind == "base" else SamplerSettings(num_steps=int(num_steps), sampler=sampler,
+                                                                      guidance=1.0, threshold=threshold))
+                for s in cascade.stages}
+    videos = cascade.sample([prompt] * int(num_videos), jax.random.PRNGKey(int(seed)), settings)
+    return np.asarray(videos[-1])
+
+
+def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
+    """Type a prompt, pick a seed and a guidance weight, see the video (chapters 04, 08). Returns the widget."""
+    import ipywidgets
+
+    from ivlib.viz import show_videos
+
+    text = ipywidgets.Text(value=prompt, description="prompt", continuous_update=False)
+    seed = ipywidgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False)
+    weight = ipywidgets.FloatSlider(value=defaults.pop("guidance", 3.0), min=0.0, max=15.0, step=0.5,
+                                    description="guidance w", continuous_update=False)
+    threshold = ipywidgets.ToggleButtons(options=["dynamic", "static", "none"], value="dynamic", description="threshold")
+    oscillate = ipywidgets.Checkbox(value=False, description="oscillating guidance")
+
+    def show(prompt, seed, guidance, threshold, oscillate):
+        try:
+            video = render_prompt(cascade, prompt, seed, guidance, oscillate, threshold, **defaults)
+        except ValueError as err:
+            print(err)
+            return
+        show_videos(video, titles=[prompt])
+
+    return ipywidgets.interactive(show, prompt=text, seed=seed, guidance=weight, threshold=threshold, oscillate=oscillate)
