@@ -127,6 +127,11 @@ def _restore_latest(manager, abstract_state, directory):
     return None
 
 
+def _abstract(state, sharding):
+    """Shapes, dtypes and the placement to restore a checkpoint onto (it may have been saved on other devices)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
 def _append_metrics(path: pathlib.Path, rows):
     with path.open("a") as f:
         for row in rows:
@@ -159,8 +164,7 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
     model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed))
     manager = _checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
-    restored = _restore_latest(manager, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state),
-                               workdir / "checkpoints")
+    restored = _restore_latest(manager, _abstract(state, replicated(mesh)), workdir / "checkpoints")
     if restored is not None:
         state = restored
     start = int(state["step"])
@@ -218,7 +222,7 @@ def export_ema(workdir, out=None):
     without touching the run — safe while it is still training (chapter 04)."""
     from ivlib.configs import get_stage
 
-    workdir = pathlib.Path(workdir)
+    workdir = pathlib.Path(workdir).absolute()
     config_file = workdir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: {workdir} is not an `ivlib train` work directory")
@@ -227,8 +231,8 @@ def export_ema(workdir, out=None):
     stage = get_stage(cfg.config, cfg.stage)
     _, state = create_state(stage.unet, default_optimizer(cfg.learning_rate, cfg.warmup_steps), jax.random.PRNGKey(0))
     manager = _checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
-    state = _restore_latest(manager, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state),
-                            workdir / "checkpoints")
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state = _restore_latest(manager, _abstract(state, one_device), workdir / "checkpoints")
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
     out = pathlib.Path(out or workdir / "ema.safetensors")
