@@ -34,8 +34,10 @@ notebooks/%.ipynb: notebooks/%.md $(BIN)/.installed
 
 notebooks: $(NOTEBOOKS_IPYNB)
 
+DEMO_PROMPT ?= the red digit 3 moving left
+# Text -> video with the shipped toy cascade (offline, CPU, nothing trains); prints where the video is.
 demo: $(BIN)/.installed
-	$(BIN)/ivlib demo
+	$(BIN)/ivlib generate "$(DEMO_PROMPT)" --out outputs/demo.mp4 --all-stages
 
 # Everything: unit tests and every notebook under nbval (one pytest call), the unit tests again on the
 # oldest supported jax/flax, and a build of the book from the executed notebooks' sources.

@@ -242,11 +242,32 @@ class Cascade:
 
     @classmethod
     def pretrained(cls, config="toy", stages=None):
-        """The shipped cascade of `config` (its weights in ivlib/assets/weights), optionally only the named stages."""
+        """The shipped cascade of `config` (weights in ivlib/assets/weights) (chapter 05).
+
+        stages: names of the stages to run; None takes every stage whose weights ship, from the
+        base model up to the first stage without weights (printing which ones are left out).
+        """
         from ivlib.configs import get_cascade
         from ivlib.text import default_text_encoder
+        from ivlib.weights import shipped_weights_path
 
-        chosen = [s for s in get_cascade(config) if stages is None or s.name in stages]
+        everything = get_cascade(config)
+        if stages is None:
+            chosen = []
+            for s in everything:
+                if not shipped_weights_path(config, s.name).is_file():
+                    break
+                chosen.append(s)
+            missing = [s.name for s in everything[len(chosen):]]
+            if missing and chosen:
+                print(f"note: no shipped weights for stage(s) {missing} of {config!r}; running {[s.name for s in chosen]}")
+            chosen = chosen or list(everything[:1])  # nothing ships: load_stage explains how to train the base
+        else:
+            unknown = set(stages) - {s.name for s in everything}
+            if unknown:
+                raise ValueError(f"unknown stage(s) {sorted(unknown)} for config {config!r}; "
+                                 f"stages: {[s.name for s in everything]}")
+            chosen = [s for s in everything if s.name in stages]
         loaded = [load_stage(config, s.name) for s in chosen]
         return cls(chosen, [m for _, m, _ in loaded], [p for _, _, p in loaded], default_text_encoder())
 
