@@ -109,3 +109,10 @@ def test_cascade_runs_all_stages_with_per_stage_settings():
     assert float(jnp.abs(videos[-1]).max()) <= 1.0 + 1e-6   # dynamic thresholding keeps x in range
     with pytest.raises(ValueError, match="non-empty list"):
         cascade.sample("a red 3", jax.random.PRNGKey(0))
+
+
+def test_sampler_settings_weights_per_stage():
+    constant = SamplerSettings(num_steps=4, guidance=2.5)
+    np.testing.assert_array_equal(jnp.broadcast_to(jnp.asarray(constant.weights()), (4,)), [2.5] * 4)
+    oscillating = SamplerSettings(num_steps=6, oscillate=(15.0, 1.0, 2))
+    np.testing.assert_array_equal(oscillating.weights(), [15, 15, 15, 1, 15, 1])
