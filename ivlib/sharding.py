@@ -1,20 +1,43 @@
 """Device meshes and how arrays are laid out on them (chapter 10).
 
-ivlib trains on a 2-D mesh ("data", "model"): the batch is split over "data"; parameters and
-optimizer state are replicated (pure data parallelism) or, with a "model" axis > 1, sharded
-FSDP-style. On a laptop the same code runs on one device or on simulated CPU devices
-(XLA_FLAGS=--xla_force_host_platform_device_count=8).
+ivlib trains on a 2-D mesh ("data", "model") of `data x model` devices:
+
+* the batch is split over *both* axes, so every device works on its own examples;
+* parameters, optimizer state and EMA weights are split over "model" (FSDP / ZeRO-3 style: each
+  device stores 1/model of every large array, and the step all-gathers a layer's weights when it needs
+  them and reduce-scatters its gradients) and replicated over "data" (plain data parallelism between
+  the `data` groups). With model = 1 this is pure data parallelism; with data = 1, pure FSDP.
+
+The partition rule is one line of shape arithmetic (`param_spec`): split an array's largest axis
+that the "model" axis divides; keep small arrays (biases, norms, embeddings of a few thousand numbers)
+whole on every device, where gathering them would cost more time than it saves memory. It looks only at
+shapes, so Adam's moments and the EMA weights, which have their parameters' shapes, are laid out
+exactly like the parameters.
+
+`jax.jit` follows the sharding of committed inputs: a sharded training step is the ordinary step of
+`ivlib.train` called on `shard_state(state, mesh)` and `shard_batch(batch, mesh)`. On a laptop the
+same code runs on one device, or on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8,
+set before jax is imported).
 """
+
+from __future__ import annotations
+
+import math
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "model")
+# Arrays smaller than this many elements stay replicated (our choice: 64K float32 numbers = 256 KiB;
+# below that an all-gather's latency costs more than the memory it saves): biases, norm scales and a
+# few small kernels (the first and last convolutions, temporal convolutions of 128-channel levels) —
+# many arrays, but under 0.1 % of the paper stages' bytes (chapter 10, exercise 2).
+MIN_SHARD_SIZE = 2**16
 
 
 def make_mesh(data=None, model=1, devices=None):
-    """A ("data", "model") mesh over `devices` (default: all local devices; data = len(devices) // model)."""
+    """A ("data", "model") mesh over `devices` (chapter 10); default all local devices, data = len(devices) // model."""
     devices = list(jax.devices() if devices is None else devices)
     data = len(devices) // model if data is None else data
     if data < 1 or model < 1 or data * model > len(devices):
@@ -24,20 +47,131 @@ def make_mesh(data=None, model=1, devices=None):
 
 
 def batch_sharding(mesh):
-    """Split the leading (batch) axis of every array over the mesh's "data" axis."""
-    return NamedSharding(mesh, P("data"))
+    """Split the leading (batch) axis over all devices of the mesh, "data" then "model" (chapter 10)."""
+    return NamedSharding(mesh, P(AXES))
 
 
 def replicated(mesh):
-    """Every device holds the whole array."""
+    """Every device holds the whole array (chapter 10)."""
     return NamedSharding(mesh, P())
 
 
 def shard_batch(batch, mesh):
-    """Place a dict of host arrays on the mesh, batch axis split over "data"."""
-    size = mesh.shape["data"]
+    """Place a dict of host arrays `(B, ...)` on the mesh, batch axis split over every device (chapter 10).
+
+    B must be divisible by the mesh's size (data x model).
+    """
+    size = mesh.shape["data"] * mesh.shape["model"]
     for name, value in batch.items():
-        if np.shape(value)[0] % size:
-            raise ValueError(f"batch[{name!r}] has batch size {np.shape(value)[0]}, not divisible by the "
-                             f"{size} devices of the mesh's data axis")
+        if np.ndim(value) == 0 or np.shape(value)[0] % size:
+            raise ValueError(f"batch[{name!r}] has shape {np.shape(value)}: its leading (batch) axis must be "
+                             f"divisible by the {size} devices of the mesh (data x model)")
     return jax.device_put(batch, batch_sharding(mesh))
+
+
+def shard_process_batch(local_batch, mesh):
+    """Multi-host: build the global batch from each process's own slice `(B / processes, ...)` (chapter 10).
+
+    Every process (one per TPU host, after `jax.distributed.initialize()`) passes the examples it
+    loaded; together they form the global batch, split over every device as `shard_batch` does. On one
+    process it equals `shard_batch`.
+    """
+    sharding = batch_sharding(mesh)
+    return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+            for name, value in local_batch.items()}
+
+
+# [start-param-spec]
+def param_spec(shape, model_size: int, min_size: int = MIN_SHARD_SIZE) -> P:
+    """The PartitionSpec of one parameter (or optimizer-state array) of `shape` (chapter 10).
+
+    Split the largest axis whose length `model_size` divides over "model" (the last such axis on a
+    tie: the output features of a kernel); replicate arrays smaller than `min_size` elements, arrays
+    no axis of which is divisible, and everything when model_size is 1.
+    """
+    shape = tuple(shape)
+    if model_size < 1:
+        raise ValueError(f"model_size must be >= 1; got {model_size}")
+    if model_size == 1 or math.prod(shape) < min_size:
+        return P()
+    candidates = [(n, axis) for axis, n in enumerate(shape) if n % model_size == 0]
+    if not candidates:
+        return P()
+    _, axis = max(candidates)
+    return P(*[None] * axis, "model")
+# [end-param-spec]
+
+
+def state_shardings(tree, mesh, min_size: int = MIN_SHARD_SIZE):
+    """A NamedSharding for every array of `tree` (train state, params, or their ShapeDtypeStructs) (chapter 10)."""
+    model_size = mesh.shape["model"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), model_size, min_size)), tree)
+
+
+def shard_state(state, mesh, min_size: int = MIN_SHARD_SIZE):
+    """Place a train state on the mesh by the partition rule of `param_spec` (chapter 10)."""
+    return jax.device_put(state, state_shardings(state, mesh, min_size))
+
+
+def bytes_per_device(tree, shardings=None) -> int:
+    """Bytes one device stores of `tree` (arrays or ShapeDtypeStructs) under `shardings` (chapter 10).
+
+    shardings: a matching tree of NamedShardings; None reads each leaf's own `.sharding` (or counts
+    the leaf whole when it has none). Arithmetic only, nothing is allocated.
+    """
+    leaves = jax.tree.leaves(tree)
+    specs = [getattr(x, "sharding", None) for x in leaves] if shardings is None else jax.tree.leaves(
+        shardings, is_leaf=lambda s: isinstance(s, NamedSharding))
+    if len(specs) != len(leaves):
+        raise ValueError(f"shardings has {len(specs)} leaves but tree has {len(leaves)}")
+    total = 0
+    for x, sharding in zip(leaves, specs):
+        shape = tuple(np.shape(x)) if sharding is None else sharding.shard_shape(tuple(np.shape(x)))
+        total += math.prod(shape) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def sharded_bytes(tree, model_size: int, min_size: int = MIN_SHARD_SIZE) -> int:
+    """Bytes per device of `tree` split by `param_spec` over a "model" axis of `model_size` (chapter 10).
+
+    The same number as `bytes_per_device(tree, state_shardings(tree, mesh))` for a mesh with that
+    model axis, without needing the mesh's devices: plan for 256 devices on a laptop.
+    """
+    total = 0
+    for x in jax.tree.leaves(tree):
+        nbytes = math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
+        total += nbytes // model_size if "model" in param_spec(np.shape(x), model_size, min_size) else nbytes
+    return total
+
+
+def _state_initializer(unet_config, tx):
+    """`init(key) -> state` for tracing `ivlib.train.create_state`, and the list its ModelDef lands in."""
+    from ivlib.train import create_state
+
+    model_defs = []
+
+    def init(key):
+        model_def, state = create_state(unet_config, tx, key)
+        if jax.tree.leaves(model_def.rest):
+            raise ValueError("this model keeps non-parameter state (e.g. dropout random streams), which an "
+                             "abstract or sharded initialisation cannot carry; use dropout=0.0")
+        model_defs.append(model_def)
+        return state
+
+    return init, model_defs
+
+
+def create_sharded_state(unet_config, tx, key, mesh, min_size: int = MIN_SHARD_SIZE):
+    """`ivlib.train.create_state`, but every array is created directly in its shard (chapter 10).
+
+    No host or device ever holds a whole copy of the state: the initialiser is compiled with the
+    partition rule as its output sharding. Needed at paper scale, where the 5.6B base's train state
+    alone is 90 GB. Returns (ModelDef, state).
+    """
+    from ivlib.memory import fast_tracing
+
+    init, model_defs = _state_initializer(unet_config, tx)
+    with fast_tracing():
+        abstract = jax.eval_shape(init, key)
+        state = jax.jit(init, out_shardings=state_shardings(abstract, mesh, min_size))(key)
+    return model_defs[0], state
