@@ -151,7 +151,7 @@ def sampler_widget(means, stds, weights, batch=4096, seed=0):
         num_steps=steps, sampler=sampler, gamma=gamma)
 
 
-def render_prompt(cascade, prompt, seed=0, guidance=3.0, oscillate=False, threshold="dynamic", num_steps=32,
+def render_prompt(cascade, prompt, seed=0, guidance=3.0, oscillate=False, threshold="static", num_steps=32,
                   sampler="ancestral", num_videos=1):
     """Text -> video with a `Cascade` (chapters 04, 08): returns the final videos (num_videos, F, H, W, C) as numpy.
 
@@ -183,7 +183,7 @@ def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
     seed = ipywidgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False)
     weight = ipywidgets.FloatSlider(value=defaults.pop("guidance", 3.0), min=0.0, max=15.0, step=0.5,
                                     description="guidance w", continuous_update=False)
-    threshold = ipywidgets.ToggleButtons(options=["dynamic", "static", "none"], value="dynamic", description="threshold")
+    threshold = ipywidgets.ToggleButtons(options=["dynamic", "static", "none"], value="static", description="threshold")
     oscillate = ipywidgets.Checkbox(value=False, description="oscillating guidance")
 
     def show(prompt, seed, guidance, threshold, oscillate):

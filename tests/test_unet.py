@@ -216,6 +216,10 @@ def test_bad_inputs_raise(base_model):
         sr(z, 0.0, text, mask)
     with pytest.raises(ValueError, match="cond_logsnr"):
         sr(z, 0.0, text, mask, cond)
+    with pytest.raises(ValueError, match="cond_logsnr"):
+        sr(z, 0.0, text, mask, cond, jnp.zeros(3))
+    with pytest.raises(ValueError, match="logsnr must be"):
+        sr(z, jnp.zeros((2, 1)), text, mask, cond, 0.0)
     with pytest.raises(ValueError, match="z must be 8x8"):
         base_model(jnp.zeros((1, 4, 16, 16, 3)), 0.0)
     with pytest.raises(ValueError, match="text must be"):

@@ -195,15 +195,15 @@ class VideoUNet(nnx.Module):
                 raise ValueError(f"z's height and width must be divisible by {factor}; got {h}x{w}")
         elif (h, w) != (c.height, c.width):
             raise ValueError(f"z must be {c.height}x{c.width} (height x width) for this stage; got {h}x{w}")
-        if jnp.ndim(logsnr) not in (0, 1) or (jnp.ndim(logsnr) == 1 and jnp.shape(logsnr)[0] != b):
+        if jnp.shape(logsnr) not in ((), (b,)):
             raise ValueError(f"logsnr must be a scalar or shape ({b},); got shape {jnp.shape(logsnr)}")
         if c.cond_channels:
             if cond is None or cond.shape != (*z.shape[:-1], c.cond_channels):
                 raise ValueError(f"cond must be the upsampled conditioning video of shape "
                                  f"{(*z.shape[:-1], c.cond_channels)}; got {None if cond is None else cond.shape}")
-            if cond_logsnr is None or jnp.ndim(cond_logsnr) not in (0, 1):
-                raise ValueError("cond_logsnr (the augmentation log-SNR, scalar or (batch,)) is required "
-                                 "when cond_channels > 0")
+            if cond_logsnr is None or jnp.shape(cond_logsnr) not in ((), (b,)):
+                raise ValueError(f"cond_logsnr (the augmentation log-SNR, scalar or ({b},)) is required when "
+                                 f"cond_channels > 0; got {None if cond_logsnr is None else jnp.shape(cond_logsnr)}")
         elif cond is not None or cond_logsnr is not None:
             raise ValueError("cond / cond_logsnr given but this stage has cond_channels=0")
         if text is not None:

@@ -1,0 +1,168 @@
+"""CPU speed of the toy base Video U-Net (chapter 03): forward pass and one Adam training step.
+
+    python benchmarks/unet.py [--size toy|small|large|all] [--devices N] [--reps 5]
+
+Prints one JSON line: this machine's float32 2048x2048 matmul rate (the "peak" we compare with), and
+per model size the parameter count, forward and training-step seconds, the FLOPs of one step from
+XLA's cost analysis and the share of the matmul peak the step reaches.
+
+Sizes: the toy base stage (0.75M parameters, 8 frames of 16x16, batch 16) and, matched to a popular
+PyTorch video U-Net's measurements we compare with (our choice), small ~1.1M parameters on 8 frames
+of 16x16, batch 16, and large ~11M parameters on 16 frames of 32x32, batch 8.
+`--devices N` splits the host into N XLA CPU devices and shards the batch over them (data parallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("toy", "small", "large", "all"), default="all")
+    parser.add_argument("--devices", type=int, default=1, help="XLA CPU devices to split the host into")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions (median is reported)")
+    return parser.parse_args()
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.devices > 1:  # must happen before jax starts its CPU backend
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+
+from ivlib.nn import Level, UNetConfig, VideoUNet, count_params  # noqa: E402
+
+TEXT_DIM, TOKENS = 64, 32  # the toy T5 encoder's width and caption length (ivlib.configs.toy)
+
+
+def sizes() -> dict:
+    """name -> (UNetConfig, batch). "toy" is the toy cascade's base stage itself; "small" and "large"
+    scale its recipe (temporal attention everywhere, spatial attention and text cross-attention below
+    full resolution) to about 1.1M and 11M parameters, the sizes of the PyTorch measurements we compare with."""
+    from ivlib.configs.toy import BASE
+
+    return {
+        "toy": (BASE.unet, 16),
+        "small": (UNetConfig(frames=8, height=16, width=16, text_dim=TEXT_DIM, head_dim=16, levels=(
+            Level(32, 1, False, "attention"), Level(64, 1, True, "attention"), Level(64, 1, True, "attention"))), 16),
+        "large": (UNetConfig(frames=16, height=32, width=32, text_dim=TEXT_DIM, emb_dim=128, levels=(
+            Level(64, 2, False, "attention"), Level(128, 2, True, "attention"), Level(192, 2, True, "attention"))), 8),
+    }
+
+
+def timed(fn, *args, reps):
+    """Median wall-clock and process-CPU seconds of fn(*args) after two warm-up calls.
+
+    CPU seconds (all threads) are reported too: on a shared machine they are less sensitive to
+    other processes than wall-clock time.
+    """
+    for _ in range(2):
+        jax.block_until_ready(fn(*args))
+    wall, cpu = [], []
+    for _ in range(reps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        jax.block_until_ready(fn(*args))
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def flops_of(compiled, devices: int) -> float:
+    """FLOPs of a compiled program from XLA's cost analysis (per device there, so times devices)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return devices * float(cost.get("flops", float("nan")))
+
+
+def matmul_peak(reps: int) -> float:
+    """float32 GFLOP/s of a 2048x2048 @ 2048x2048 matmul on the default device."""
+    n = 2048
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    return 2 * n**3 / timed(f, a, a, reps=max(reps, 5))[0] / 1e9
+
+
+def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: float) -> dict:
+    """Forward and Adam-step timings of VideoUNet(config) on a random batch."""
+    model = nnx.jit(lambda: VideoUNet(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))))()
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(1e-4)
+    opt_state = tx.init(params)
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch, config.frames, config.height, config.width, config.channels))
+    text = rng.standard_normal((batch, TOKENS, TEXT_DIM))
+    mask = np.arange(TOKENS)[None, :] < rng.integers(1, TOKENS + 1, (batch, 1))
+    mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
+    shard = lambda a: jax.device_put(jnp.asarray(a), NamedSharding(mesh, P("data")))
+    x, text, mask = shard(x.astype(np.float32)), shard(text.astype(np.float32)), shard(mask)
+    key = jax.random.key(1)
+
+    def loss_fn(params, x, text, mask, key):
+        """v-prediction MSE at a uniform t of the cosine schedule (chapters 01-02), written inline."""
+        k1, k2 = jax.random.split(key)
+        t = jax.random.uniform(k1, (x.shape[0],))
+        logsnr = -2.0 * jnp.log(jnp.tan(jnp.pi * jnp.clip(t, 1e-4, 1 - 1e-4) / 2))
+        alpha = jnp.sqrt(jax.nn.sigmoid(logsnr))[:, None, None, None, None]
+        sigma = jnp.sqrt(jax.nn.sigmoid(-logsnr))[:, None, None, None, None]
+        eps = jax.random.normal(k2, x.shape)
+        v_pred = nnx.merge(graphdef, params)(alpha * x + sigma * eps, logsnr, text, mask)
+        return jnp.mean((v_pred - (alpha * eps - sigma * x)) ** 2)
+
+    def step(params, opt_state, x, text, mask, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, text, mask, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    forward = jax.jit(lambda params, x, text, mask: nnx.merge(graphdef, params)(x, 0.0, text, mask))
+    step = jax.jit(step, donate_argnums=(0, 1))
+    forward_flops = flops_of(forward.lower(params, x, text, mask).compile(), devices)
+    step_flops = flops_of(step.lower(params, opt_state, x, text, mask, key).compile(), devices)
+    forward_s, _ = timed(forward, params, x, text, mask, reps=reps)
+
+    state = [params, opt_state]
+
+    def train_step():
+        state[0], state[1], loss = step(state[0], state[1], x, text, mask, key)
+        return loss
+
+    step_s, step_cpu_s = timed(train_step, reps=reps)
+    return {
+        "params": count_params(config), "batch": batch, "frames": config.frames,
+        "height": config.height, "width": config.width,
+        "forward_s": round(forward_s, 4), "forward_gflop": round(forward_flops / 1e9, 2),
+        "forward_gflops": round(forward_flops / forward_s / 1e9, 1),
+        "step_s": round(step_s, 4), "step_cpu_s": round(step_cpu_s, 4), "step_gflop": round(step_flops / 1e9, 2),
+        "step_gflops": round(step_flops / step_s / 1e9, 1),
+        "step_share_of_matmul_peak": round(step_flops / step_s / 1e9 / peak, 3),
+    }
+
+
+def main(args) -> None:
+    devices = min(args.devices, len(jax.devices()))
+    peak = matmul_peak(args.reps)
+    result = {"benchmark": "ivlib.nn.VideoUNet on CPU", "jax": jax.__version__, "cpus": os.cpu_count(),
+              "xla_devices": devices, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "load_average": round(os.getloadavg()[0], 2), "matmul_2048_gflops": round(peak, 1)}
+    for size in (("toy", "small", "large") if args.size == "all" else (args.size,)):
+        config, batch = sizes()[size]
+        if batch % devices:
+            sys.exit(f"--devices={devices} must divide the batch ({batch})")
+        result[size] = benchmark(config, batch, args.reps, devices, peak)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(ARGS)
