@@ -18,33 +18,14 @@ import csv
 import dataclasses
 import json
 import pathlib
-import shutil
 
 import numpy as np
+
+from ivlib.viz import ensure_ffmpeg  # noqa: F401  (re-exported by ivlib.data)
 
 from ivlib.data import captions as C
 from ivlib.data.dataset import Dataset
 from ivlib.data.transforms import center_crop, resize_video
-
-_ffmpeg_ready = False
-
-
-def ensure_ffmpeg() -> None:
-    """Point mediapy at an ffmpeg binary: the system one, else imageio-ffmpeg's (chapter 04).
-
-    Call before mediapy reads or writes video; safe to call many times.
-    """
-    global _ffmpeg_ready
-    if _ffmpeg_ready:
-        return
-    import mediapy
-
-    if shutil.which("ffmpeg") is None:
-        import imageio_ffmpeg
-
-        mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
-    _ffmpeg_ready = True
-
 
 def read_captions(path: pathlib.Path, captions_file) -> list[tuple[pathlib.Path, str]]:
     """[(video path, caption)] from a CSV or JSONL captions file (chapter 04); paths resolved against `path`."""
