@@ -216,6 +216,11 @@ class SamplerSettings:
         return oscillating_weights(self.num_steps, high, low, int(constant_steps))
 
 
+def stage_settings(stages, base: SamplerSettings, sr: SamplerSettings) -> dict:
+    """{stage name: settings}: `base` for the base model, `sr` for every super-resolution stage (chapter 05)."""
+    return {s.name: (base if s.kind == "base" else sr) for s in stages}
+
+
 def check_chain(stages) -> None:
     """Raise ValueError unless every stage's output shape is the next stage's input (chapter 05)."""
     if not stages or stages[0].kind != "base":

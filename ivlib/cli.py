@@ -34,24 +34,45 @@ def _demo(args):
     print(f"wrote {path}")
 
 
+def _add_sampling_args(parser):
+    """How each stage is sampled: the options `generate` and `eval` share."""
+    parser.add_argument("--steps", type=int, default=64, help="sampling steps of the base model")
+    parser.add_argument("--sr-steps", type=int, default=32, help="sampling steps of each super-resolution stage")
+    parser.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
+    parser.add_argument("--guidance", type=float, default=3.0, help="guidance weight w of the base model (eq. 5)")
+    parser.add_argument("--sr-guidance", type=float, default=1.0, help="guidance weight of the SR stages")
+    parser.add_argument("--oscillate", action="store_true", help="oscillating guidance: w, low, w, low, ... (§2.6.2)")
+    parser.add_argument("--oscillate-low", type=float, default=1.0)
+    parser.add_argument("--constant-steps", type=int, default=0, help="steps at the high weight before oscillating")
+    parser.add_argument("--threshold", default="static", choices=["dynamic", "static", "none"])
+    parser.add_argument("--aug-snr", type=float, default=5.0, help="conditioning augmentation SNR of SR stages (§2.5)")
+
+
+def _sampling_settings(args, stages):
+    """Per-stage SamplerSettings from the options of `_add_sampling_args`."""
+    from ivlib.cascade import SamplerSettings, stage_settings
+
+    oscillate = (args.guidance, args.oscillate_low, args.constant_steps) if args.oscillate else None
+    base = SamplerSettings(num_steps=args.steps, sampler=args.sampler, guidance=args.guidance, oscillate=oscillate,
+                           threshold=args.threshold, aug_snr=args.aug_snr)
+    sr = SamplerSettings(num_steps=args.sr_steps, sampler=args.sampler, guidance=args.sr_guidance,
+                         threshold=args.threshold, aug_snr=args.aug_snr)
+    return stage_settings(stages, base, sr)
+
+
 def _generate(args):
     """Text -> video with the shipped cascade; writes the final video (and optionally every stage's)."""
     import time
 
     import jax
 
-    from ivlib.cascade import Cascade, SamplerSettings
+    from ivlib.cascade import Cascade
     from ivlib.viz import write_video
 
     if not args.prompt.strip():
         raise SystemExit("error: the prompt is empty; give a description such as 'a red 3 moving left'")
     cascade = Cascade.pretrained(args.config, stages=args.stages.split(",") if args.stages else None)
-    oscillate = (args.guidance, args.oscillate_low, args.constant_steps) if args.oscillate else None
-    first = SamplerSettings(num_steps=args.steps, sampler=args.sampler, guidance=args.guidance, oscillate=oscillate,
-                            threshold=args.threshold, aug_snr=args.aug_snr)
-    rest = SamplerSettings(num_steps=args.sr_steps, sampler=args.sampler, guidance=args.sr_guidance,
-                           threshold=args.threshold, aug_snr=args.aug_snr)
-    settings = {s.name: (first if s.kind == "base" else rest) for s in cascade.stages}
+    settings = _sampling_settings(args, cascade.stages)
     start = time.perf_counter()
     videos = cascade.sample([args.prompt] * args.num_videos, jax.random.PRNGKey(args.seed), settings)
     seconds = time.perf_counter() - start
@@ -82,16 +103,11 @@ def _train(args):
 def _eval(args):
     import dataclasses
 
-    from ivlib.cascade import Cascade, SamplerSettings
+    from ivlib.cascade import Cascade
     from ivlib.evaluation import evaluate_cascade
 
     cascade = Cascade.pretrained(args.config, stages=args.stages.split(",") if args.stages else None)
-    oscillate = (args.guidance, args.oscillate_low, args.constant_steps) if args.oscillate else None
-    base = SamplerSettings(num_steps=args.steps, sampler=args.sampler, guidance=args.guidance, oscillate=oscillate,
-                           threshold=args.threshold)
-    rest = SamplerSettings(num_steps=args.sr_steps, sampler=args.sampler, guidance=args.sr_guidance,
-                           threshold=args.threshold)
-    settings = {s.name: (base if s.kind == "base" else rest) for s in cascade.stages}
+    settings = _sampling_settings(args, cascade.stages)
     result = evaluate_cascade(cascade, dataset=args.dataset, dataset_options=json.loads(args.dataset_options or "{}"),
                               num_videos=args.num_videos, batch_size=args.batch_size, settings=settings, seed=args.seed)
     result["settings"] = {name: dataclasses.asdict(s) for name, s in settings.items()}
@@ -152,16 +168,7 @@ def main(argv=None):
     gen.add_argument("--stages", default="", help="comma-separated subset of stages (default: all)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-videos", type=int, default=1)
-    gen.add_argument("--steps", type=int, default=64, help="sampling steps of the base model")
-    gen.add_argument("--sr-steps", type=int, default=32, help="sampling steps of each super-resolution stage")
-    gen.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
-    gen.add_argument("--guidance", type=float, default=3.0, help="guidance weight w of the base model (eq. 5)")
-    gen.add_argument("--sr-guidance", type=float, default=1.0, help="guidance weight of the SR stages")
-    gen.add_argument("--oscillate", action="store_true", help="oscillating guidance: w, low, w, low, ... (§2.6.2)")
-    gen.add_argument("--oscillate-low", type=float, default=1.0)
-    gen.add_argument("--constant-steps", type=int, default=0, help="steps at the high weight before oscillating")
-    gen.add_argument("--threshold", default="static", choices=["dynamic", "static", "none"])
-    gen.add_argument("--aug-snr", type=float, default=5.0, help="conditioning augmentation SNR of SR stages (§2.5)")
+    _add_sampling_args(gen)
     gen.add_argument("--scale", type=int, default=8, help="upscale the tiny video by this factor when writing it")
     gen.add_argument("--all-stages", action="store_true", help="also write every stage's video")
     gen.set_defaults(run=_generate)
@@ -194,15 +201,7 @@ def main(argv=None):
     evl.add_argument("--batch-size", type=int, default=32)
     evl.add_argument("--dataset", default="digits")
     evl.add_argument("--dataset-options", default='{"max_objects": 1}')
-    evl.add_argument("--steps", type=int, default=64)
-    evl.add_argument("--sr-steps", type=int, default=32)
-    evl.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
-    evl.add_argument("--guidance", type=float, default=3.0)
-    evl.add_argument("--sr-guidance", type=float, default=1.0)
-    evl.add_argument("--oscillate", action="store_true")
-    evl.add_argument("--oscillate-low", type=float, default=1.0)
-    evl.add_argument("--constant-steps", type=int, default=0)
-    evl.add_argument("--threshold", default="static", choices=["dynamic", "static", "none"])
+    _add_sampling_args(evl)
     evl.add_argument("--seed", type=int, default=0)
     evl.add_argument("--out", default="", help="write the rows as JSON here")
     evl.set_defaults(run=_eval)

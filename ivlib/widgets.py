@@ -160,15 +160,14 @@ def render_prompt(cascade, prompt, seed=0, guidance=3.0, oscillate=False, thresh
     """
     import jax
 
-    from ivlib.cascade import SamplerSettings
+    from ivlib.cascade import SamplerSettings, stage_settings
 
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
     base = SamplerSettings(num_steps=int(num_steps), sampler=sampler, guidance=float(guidance), threshold=threshold,
                            oscillate=(float(guidance), 1.0, int(num_steps) // 4) if oscillate else None)
-    settings = {s.name: (base if s.kind == "base" else SamplerSettings(num_steps=int(num_steps), sampler=sampler,
-                                                                      guidance=1.0, threshold=threshold))
-                for s in cascade.stages}
+    sr = SamplerSettings(num_steps=int(num_steps), sampler=sampler, guidance=1.0, threshold=threshold)
+    settings = stage_settings(cascade.stages, base, sr)
     videos = cascade.sample([prompt] * int(num_videos), jax.random.PRNGKey(int(seed)), settings)
     return np.asarray(videos[-1])
 
