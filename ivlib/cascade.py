@@ -17,6 +17,7 @@ from flax import nnx
 
 from ivlib.diffusion import diffuse, sample, x_from_prediction
 from ivlib.guidance import classifier_free_prediction
+from ivlib.schedules import cosine_logsnr
 from ivlib.nn.unet import UNetConfig
 
 KINDS = ("base", "ssr", "tsr")
@@ -128,6 +129,27 @@ def augment_condition(cond, cond_logsnr, noise):
     through the forward process at log-SNR `cond_logsnr` (random per sample in training, fixed at
     sampling, e.g. SNR 3 or 5) and the model is told `cond_logsnr`."""
     return diffuse(cond, cond_logsnr, noise)
+
+
+def augment_for_training(cond, key, aug_max_t=0.6):
+    """Training: a random augmentation level per sample, λ' = λ(t'), t' ~ U(0, aug_max_t) (chapter 06).
+
+    aug_max_t = 0 turns augmentation off: every sample gets λ' = logsnr_max (20), a clean input.
+    Returns (augmented cond, λ' of shape (B,)).
+    """
+    k_level, k_noise = jax.random.split(key)
+    cond_logsnr = cosine_logsnr(jax.random.uniform(k_level, (cond.shape[0],), maxval=aug_max_t))
+    return augment_condition(cond, cond_logsnr, jax.random.normal(k_noise, cond.shape)), cond_logsnr
+
+
+def augment_for_sampling(cond, key, aug_snr=5.0):
+    """Sampling: one fixed augmentation level for every sample, λ' = log(aug_snr) (paper: "such as 3 or 5").
+
+    aug_snr = inf means no augmentation (λ' = logsnr_max, what a model trained without it saw).
+    Returns (augmented cond, λ' of shape (B,)).
+    """
+    cond_logsnr = jnp.full((cond.shape[0],), jnp.clip(jnp.log(aug_snr), -20.0, 20.0), jnp.float32)
+    return augment_condition(cond, cond_logsnr, jax.random.normal(key, cond.shape)), cond_logsnr
 # [end-augment]
 
 
@@ -184,8 +206,7 @@ def sample_stage(stage: Stage, model_def, params, key, *, text=None, text_mask=N
         cond = condition_video(stage, jnp.asarray(low_res, jnp.float32))
         shape = cond.shape
         key, aug_key = jax.random.split(key)
-        cond_logsnr = jnp.full((shape[0],), jnp.log(aug_snr), jnp.float32)
-        cond = augment_condition(cond, cond_logsnr, jax.random.normal(aug_key, cond.shape))
+        cond, cond_logsnr = augment_for_sampling(cond, aug_key, aug_snr)
     weights = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32), (num_steps,))
     if text is not None and text.shape[0] != shape[0]:
         raise ValueError(f"text has batch size {text.shape[0]} but {shape[0]} videos are sampled")

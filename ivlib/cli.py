@@ -93,7 +93,8 @@ def _train(args):
     options = json.loads(args.dataset_options) if args.dataset_options else {}
     cfg = TrainConfig(workdir=args.workdir, config=args.config, stage=args.stage, steps=args.steps,
                       batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-                      ema_decay=args.ema_decay, text_dropout=args.text_dropout, target=args.target,
+                      ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
+                      target=args.target,
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed)
     train(cfg)
@@ -183,6 +184,8 @@ def main(argv=None):
     tr.add_argument("--warmup-steps", type=int, default=100)
     tr.add_argument("--ema-decay", type=float, default=0.999)
     tr.add_argument("--text-dropout", type=float, default=0.1)
+    tr.add_argument("--aug-max-t", type=float, default=0.6,
+                    help="SR stages: conditioning augmentation at log-SNR λ(t'), t' ~ U(0, this); 0 turns it off (chapter 06)")
     tr.add_argument("--target", default="v", choices=["v", "eps", "x"])
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')

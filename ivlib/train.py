@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ivlib.cascade import Stage, augment_condition, condition_video
+from ivlib.cascade import Stage, augment_for_training, condition_video
 from ivlib.diffusion import diffuse, prediction_loss
 from ivlib.nn.unet import UNetConfig, VideoUNet
 from ivlib.schedules import cosine_logsnr
@@ -77,15 +77,14 @@ def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, target="v", text_
     """
     x = batch["video"]
     b = x.shape[0]
-    k_t, k_noise, k_drop, k_aug, k_aug_noise, k_crop = jax.random.split(key, 6)
+    k_t, k_noise, k_drop, k_aug, k_crop = jax.random.split(key, 5)
     extra = {}
     if stage.kind != "base":
         cond = condition_video(stage, batch["cond"])
         if stage.train_crop is not None:
             x, cond = _random_crop(k_crop, x, cond, stage.train_crop)
-        cond_logsnr = cosine_logsnr(jax.random.uniform(k_aug, (b,), maxval=aug_max_t))
-        extra = {"cond": augment_condition(cond, cond_logsnr, jax.random.normal(k_aug_noise, cond.shape)),
-                 "cond_logsnr": cond_logsnr}
+        cond, cond_logsnr = augment_for_training(cond, k_aug, aug_max_t)
+        extra = {"cond": cond, "cond_logsnr": cond_logsnr}
     logsnr = cosine_logsnr(jax.random.uniform(k_t, (b,)))
     noise = jax.random.normal(k_noise, x.shape)
     z = diffuse(x, logsnr, noise)

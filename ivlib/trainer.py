@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.999
     text_dropout: float = 0.1
+    aug_max_t: float = 0.6  # SR stages: augmentation log-SNR λ(t'), t' ~ U(0, aug_max_t); 0 = no augmentation
     target: str = "v"
     dataset: str = "digits"
     dataset_options: dict = field(default_factory=dict)
@@ -59,6 +60,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= self.text_dropout < 1.0:
             raise ValueError(f"text_dropout must lie in [0, 1), got {self.text_dropout!r}")
+        if not 0.0 <= self.aug_max_t <= 1.0:
+            raise ValueError(f"aug_max_t must lie in [0, 1] (a time of the noise schedule), got {self.aug_max_t!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
 
@@ -172,7 +175,7 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     _truncate_metrics(metrics_path, start)
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     state = jax.device_put(state, replicated(mesh))
-    step_fn = make_train_step(model_def, tx, stage, cfg.target, cfg.text_dropout, cfg.ema_decay)
+    step_fn = make_train_step(model_def, tx, stage, cfg.target, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t)
     root = jax.random.PRNGKey(cfg.seed + 1)
 
     import orbax.checkpoint as ocp

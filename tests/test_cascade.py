@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ivlib.cascade import (Cascade, SamplerSettings, Stage, augment_condition, check_chain, condition_video,
-                           sample_stage, upsample_spatial, upsample_temporal)
+from ivlib.cascade import (Cascade, SamplerSettings, Stage, augment_condition, augment_for_sampling,
+                           augment_for_training, check_chain, condition_video, sample_stage, upsample_spatial,
+                           upsample_temporal)
+from ivlib.schedules import alpha_sigma, cosine_logsnr
 from ivlib.nn.unet import Level, UNetConfig
 from ivlib.train import create_state, default_optimizer
 
@@ -72,6 +74,57 @@ def test_augmentation_is_the_forward_process():
     out = augment_condition(cond, logsnr, noise)
     alpha = np.sqrt([0.5, 0.75])
     np.testing.assert_allclose(out[:, 0, 0, 0, 0], alpha + np.sqrt(1 - alpha**2) * 2.0, rtol=1e-5)
+
+
+def test_training_augmentation_is_random_per_sample_within_range():
+    cond = jnp.ones((256, 2, 2, 2, 3))
+    out, logsnr = augment_for_training(cond, jax.random.PRNGKey(0), aug_max_t=0.6)
+    lo = float(cosine_logsnr(0.6))
+    assert logsnr.shape == (256,) and float(logsnr.min()) >= lo - 1e-5 and float(logsnr.max()) <= 20.0
+    assert len(np.unique(np.asarray(logsnr))) == 256          # one level per sample
+    from ivlib.schedules import cosine_t
+    times = np.asarray(cosine_t(logsnr))  # the levels are λ(t') with t' uniform on [0, 0.6]
+    assert 0.25 < times.mean() < 0.35 and times.max() > 0.55
+    # each sample is exactly the forward process at its own level
+    alpha, sigma = alpha_sigma(logsnr)
+    noise = (out - alpha[:, None, None, None, None]) / sigma[:, None, None, None, None]
+    assert abs(float(noise.std()) - 1.0) < 0.05
+    # aug_max_t = 0: no augmentation, the clean video and λ' = logsnr_max
+    clean, top = augment_for_training(cond, jax.random.PRNGKey(0), aug_max_t=0.0)
+    np.testing.assert_allclose(top, 20.0)
+    np.testing.assert_allclose(clean, cond, atol=1e-3)  # σ = e^-10 at λ = 20
+
+
+def test_sampling_augmentation_is_fixed():
+    cond = jnp.ones((3, 2, 2, 2, 3))
+    out, logsnr = augment_for_sampling(cond, jax.random.PRNGKey(1), aug_snr=3.0)
+    np.testing.assert_allclose(logsnr, np.log(3.0) * np.ones(3), rtol=1e-6)
+    noise = jax.random.normal(jax.random.PRNGKey(1), cond.shape)
+    a, s = np.sqrt(0.75), np.sqrt(0.25)                      # SNR 3: α² = 3/4, σ² = 1/4
+    np.testing.assert_allclose(out, a * cond + s * noise, rtol=1e-5, atol=1e-6)
+    clean, top = augment_for_sampling(cond, jax.random.PRNGKey(1), aug_snr=float("inf"))
+    np.testing.assert_allclose(top, 20.0)
+    np.testing.assert_allclose(clean, cond, atol=1e-3)  # σ = e^-10 at λ = 20
+
+
+def test_training_loss_tells_the_model_a_random_level_per_sample():
+    """Record the cond_logsnr that reaches the model in the training loss (random; 20 = clean when off)."""
+    from ivlib.nn.unet import VideoUNet
+    from ivlib.train import diffusion_loss
+    seen = []
+
+    class Spy(VideoUNet):
+        def __call__(self, z, logsnr, *a, cond_logsnr=None, **kw):
+            seen.append(cond_logsnr)
+            return super().__call__(z, logsnr, *a, cond_logsnr=cond_logsnr, **kw)
+
+    model = Spy(TSR.unet, rngs=nnx.Rngs(0))
+    batch = {"video": jnp.zeros((4, 8, 8, 8, 3)), "cond": jnp.zeros((4, 4, 8, 8, 3)),
+             "text": jnp.zeros((4, 3, 64)), "text_mask": jnp.ones((4, 3), bool)}
+    diffusion_loss(model, batch, jax.random.PRNGKey(0), TSR)
+    assert len(np.unique(np.asarray(seen[-1]))) == 4
+    diffusion_loss(model, batch, jax.random.PRNGKey(0), TSR, aug_max_t=0.0)
+    np.testing.assert_allclose(seen[-1], 20.0)
 
 
 def _models(*stages):
