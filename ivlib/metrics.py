@@ -232,6 +232,43 @@ def fvd(evaluator, videos_a, videos_b) -> float:
     return frechet_distance(evaluator.video_features(videos_a), evaluator.video_features(videos_b))
 
 
+def psnr(videos, reference) -> float:
+    """Peak signal-to-noise ratio in dB between videos in [-1, 1] (peak-to-peak 2) and their references
+    of the same shape (chapters 05–06): 10 log10(4 / MSE)."""
+    a, b = np.asarray(videos, np.float64), np.asarray(reference, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"videos and reference must have the same shape, got {a.shape} and {b.shape}")
+    return float(10 * np.log10(4.0 / np.mean((a - b) ** 2)))
+
+
+def patch_fd(videos_a, videos_b, patch=4, per_video=256, seed=0) -> float:
+    """Fréchet distance between the distributions of `patch` x `patch` pixel patches of two sets of
+    videos, at their full resolution (chapter 06; our measure, not the paper's).
+
+    The toy evaluator (and so `fvd`) sees videos at 8x16x16; this looks at fine detail — blur,
+    grain, ringing — that a super-resolution stage adds or removes. `per_video` patches are drawn
+    from random frames and positions of each video (the same positions for both sets when their
+    shapes agree). videos: (N, F, H, W, C) in [-1, 1], N >= 1, both the same H, W, C.
+    """
+    a, b = np.asarray(videos_a, np.float32), np.asarray(videos_b, np.float32)
+    if a.ndim != 5 or b.ndim != 5 or a.shape[2:] != b.shape[2:]:
+        raise ValueError(f"videos_a, videos_b: expected (N, F, H, W, C) with equal H, W, C, got {a.shape} and {b.shape}")
+    if not 1 <= patch <= min(a.shape[2], a.shape[3]):
+        raise ValueError(f"patch must lie in [1, {min(a.shape[2], a.shape[3])}], got {patch}")
+
+    def patches(v):
+        rng = np.random.default_rng(seed)
+        n, f, h, w, _ = v.shape
+        i = np.repeat(np.arange(n), per_video)
+        t = rng.integers(0, f, n * per_video)
+        y, x = rng.integers(0, h - patch + 1, n * per_video), rng.integers(0, w - patch + 1, n * per_video)
+        dy, dx = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
+        out = v[i[:, None, None], t[:, None, None], y[:, None, None] + dy, x[:, None, None] + dx]
+        return out.reshape(len(i), -1)
+
+    return frechet_distance(patches(a), patches(b))
+
+
 def evaluate(videos, prompts, reference_videos=None, evaluator=None, num_distractors=99, seed=0) -> dict:
     """All toy metrics of a set of (generated) videos (chapter 08): the paper's Table 1 row, toy encoder.
 

@@ -1,4 +1,4 @@
-"""Figures and interactive demos for the book (chapters 01, 02, 04 and 08).
+"""Figures and interactive demos for the book (chapters 01, 02, 04, 06 and 08).
 
 Every demo is a pure `render_*` function — same inputs, same figure, no global state — that
 returns a `matplotlib.figure.Figure`. A chapter first shows it plainly at a default setting (that
@@ -194,3 +194,56 @@ def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
         show_videos(video, titles=[prompt])
 
     return ipywidgets.interactive(show, prompt=text, seed=seed, guidance=weight, threshold=threshold, oscillate=oscillate)
+
+
+AUG_SNRS = (0.3, 1.0, 3.0, 5.0, 10.0, 30.0, 100.0, float("inf"))
+
+
+def render_augmented_sr(stage, model_def, params, low_res, text, text_mask, aug_snr=5.0, seed=0, num_steps=16,
+                        guidance=1.0, num_frames=4):
+    """Figure: what an SR stage is given at sampling-time augmentation SNR `aug_snr` and what it makes
+    of it (chapter 06). low_res: one video (F, h, w, C) of the previous stage; text, text_mask: its
+    embedding (1, L, D), (1, L). Top row: the upsampled conditioning video after augmentation, exactly
+    as `sample_stage` noises it; bottom row: the stage's sample. Pure: same arguments, same figure."""
+    import jax
+    import jax.numpy as jnp
+    from matplotlib.figure import Figure
+
+    from ivlib.cascade import augment_for_sampling, condition_video, sample_stage
+
+    aug_snr = float(aug_snr)
+    if not aug_snr > 0:
+        raise ValueError(f"aug_snr must be positive (inf = no augmentation), got {aug_snr!r}")
+    low_res = jnp.asarray(low_res, jnp.float32)[None]
+    key = jax.random.PRNGKey(int(seed))
+    out = sample_stage(stage, model_def, params, key, text=text, text_mask=text_mask, low_res=low_res,
+                       num_steps=int(num_steps), guidance=float(guidance), aug_snr=aug_snr)
+    _, aug_key = jax.random.split(key)  # the same split as sample_stage: the figure shows what the model saw
+    cond, _ = augment_for_sampling(condition_video(stage, low_res), aug_key, aug_snr)
+    cond, out = np.asarray(cond[0]), np.asarray(out[0])
+    frames = np.linspace(0, out.shape[0] - 1, num_frames).round().astype(int)
+    fig = Figure(figsize=(1.6 * num_frames, 3.4))
+    axes = fig.subplots(2, num_frames)
+    for j, f in enumerate(frames):
+        for row, video in enumerate((cond, out)):
+            axes[row, j].imshow(_as_image(video[f]), interpolation="nearest")
+            axes[row, j].set_xticks([])
+            axes[row, j].set_yticks([])
+        axes[0, j].set_title(f"frame {f}", fontsize=8)
+    axes[0, 0].set_ylabel("input (noised)", fontsize=8)
+    axes[1, 0].set_ylabel(f"{stage.name} output", fontsize=8)
+    fig.suptitle(f"sampling-time augmentation SNR {aug_snr:g}" + (" (none)" if aug_snr == float("inf") else ""),
+                 fontsize=10)
+    return fig
+
+
+def augmentation_widget(stage, model_def, params, low_res, text, text_mask, aug_snr=5.0, **kwargs):
+    """ipywidgets slider over the sampling-time augmentation SNR driving `render_augmented_sr` (chapter 06)."""
+    import ipywidgets
+
+    slider = ipywidgets.SelectionSlider(options=list(AUG_SNRS), value=aug_snr, description="aug SNR",
+                                        continuous_update=False)
+    seed = ipywidgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False)
+    return ipywidgets.interactive(
+        lambda aug_snr, seed: render_augmented_sr(stage, model_def, params, low_res, text, text_mask, aug_snr, seed,
+                                                  **kwargs), aug_snr=slider, seed=seed)

@@ -154,3 +154,25 @@ def test_bad_input_raises_clear_errors(ground_truth, tmp_path):
         metrics.clip_score(ev, videos[:1], prompts[0])
     with pytest.raises(FileNotFoundError, match="ivlib train-evaluator"):
         metrics.load_evaluator(tmp_path / "missing.safetensors")
+
+
+def test_patch_fd_is_zero_for_equal_sets_and_grows_with_noise():
+    from ivlib.data import make_dataset
+    videos = make_dataset("digits", frames=4, height=16, width=16, split="test", seed=0).batch(0, 16)["video"]
+    assert metrics.patch_fd(videos, videos) < 1e-6
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(videos.shape).astype(np.float32)
+    d = [metrics.patch_fd(videos, np.clip(videos + s * noise, -1, 1)) for s in (0.05, 0.2, 0.5)]
+    assert 0 < d[0] < d[1] < d[2]
+    # a blurred copy (box filter) is also told apart from the sharp one
+    blur = (videos + np.roll(videos, 1, 2) + np.roll(videos, 1, 3) + np.roll(np.roll(videos, 1, 2), 1, 3)) / 4
+    assert metrics.patch_fd(videos, blur) > d[0]
+    with pytest.raises(ValueError, match="equal H, W, C"):
+        metrics.patch_fd(videos, videos[:, :, :8])
+
+
+def test_psnr_closed_form():
+    a = np.zeros((1, 2, 4, 4, 3), np.float32)
+    np.testing.assert_allclose(metrics.psnr(a, a + 0.2), 20.0, rtol=1e-6)  # 10 log10(4 / 0.04); 0.2 in float32
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(a, a[:, :1])

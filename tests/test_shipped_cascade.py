@@ -1,0 +1,62 @@
+"""The shipped toy cascade and `ivlib generate` (what `make demo` runs; chapter 05)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ivlib.cascade import Cascade, load_stage
+from ivlib.cli import main
+from ivlib.configs import get_cascade
+from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
+
+
+def test_every_toy_stage_ships_weights_made_by_a_recorded_command():
+    for stage in get_cascade("toy"):
+        meta = read_metadata(shipped_weights_path("toy", stage.name))
+        assert meta["stage"] == stage.name and meta["steps"] > 0
+        assert meta["train_config"]["stage"] == stage.name
+        if stage.kind != "base":
+            assert meta["train_config"]["aug_max_t"] > 0  # the shipped SR stages use augmentation (§2.5)
+    noaug = read_metadata(shipped_weights_path("toy", "ssr_noaug"))  # chapter 06's ablation
+    assert noaug["train_config"]["aug_max_t"] == 0
+    assert noaug["steps"] == read_metadata(shipped_weights_path("toy", "ssr"))["steps"]
+
+
+def test_pretrained_runs_the_whole_cascade():
+    cascade = Cascade.pretrained("toy")
+    assert [s.name for s in cascade.stages] == ["base", "tsr", "ssr"]
+    assert cascade.stages[-1].output_shape == (16, 32, 32)
+
+
+def test_generate_writes_a_text_conditioned_video_of_16_frames_at_32x32(tmp_path, capsys):
+    import mediapy
+
+    out = tmp_path / "video.mp4"
+    main(["generate", "the red digit 3 moving left", "--out", str(out), "--steps", "2", "--sr-steps", "2",
+          "--scale", "1", "--all-stages"])
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "16x32x32" in printed
+    video = mediapy.read_video(str(out))
+    assert video.shape[:3] == (16, 32, 32)
+    for name, frames in (("base", 8), ("tsr", 16), ("ssr", 16)):
+        assert mediapy.read_video(str(tmp_path / f"video_{name}.mp4")).shape[0] == frames
+
+
+def test_generate_rejects_an_empty_prompt(tmp_path):
+    with pytest.raises(SystemExit, match="prompt is empty"):
+        main(["generate", "  ", "--out", str(tmp_path / "x.mp4")])
+
+
+def test_missing_weights_name_the_training_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ivlib train --config toy --stage tsr"):
+        load_stage("toy", "tsr", path=tmp_path / "nothing.safetensors")
+
+
+def test_shipped_evaluations_record_their_commands():
+    for name in ("toy_base.eval.json", "toy_cascade.eval.json"):
+        result = json.loads((WEIGHTS_DIR / name).read_text())
+        assert result["command"].startswith("ivlib eval")
+        assert 0 <= result["model"]["r_precision"] <= 1 and np.isfinite(result["model"]["fvd"])
+    ablation = json.loads((WEIGHTS_DIR / "toy_ssr.augmentation.json").read_text())
+    assert {r["model"] for r in ablation["rows"]} == {"ground truth", "with augmentation", "without augmentation"}
