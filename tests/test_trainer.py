@@ -63,7 +63,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kw,match", [({"steps": 0}, "steps"), ({"batch_size": -1}, "batch_size"),
-                                      ({"text_dropout": 1.0}, "text_dropout")])
+                                      ({"text_dropout": 1.0}, "text_dropout"), ({"aug_max_t": 1.5}, "aug_max_t")])
 def test_bad_settings_raise(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         train(_cfg(tmp_path, **kw), progress=False, stage=TINY)
