@@ -5,8 +5,9 @@ Two SSR stages trained by the same command except `--aug-max-t` (0.6: augmentati
 
 - "ground truth": the true low-resolution clips (what both saw in training);
 - "base+tsr":     the toy cascade's own base and TSR samples for the same prompts (the domain gap);
-- "ground truth + grain": the true clips plus Gaussian grain of standard deviation GRAIN, a controlled
-                  domain gap of the kind §2.5 says augmentation removes ("artifacts in the samples").
+- "ground truth + grain s": the true clips plus Gaussian grain of standard deviation s (GRAINS), a
+                  controlled domain gap of the kind §2.5 says augmentation removes ("artifacts in the
+                  samples"); here the augmented stage is sampled at SNR 5 and without augmentation only.
 
 The augmented stage is sampled at several fixed augmentation SNRs (inf = none), the other at none
 (it never saw noise). Every row gets, against an independent draw of ground-truth 16x32x32 test
@@ -39,7 +40,7 @@ from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
 OUT = WEIGHTS_DIR / "toy_ssr.augmentation.json"
 DATASET, DATASET_OPTIONS = "digits", {"max_objects": 1}  # what every toy stage trained on
 AUG_SNRS = (1.0, 3.0, 5.0, 10.0, float("inf"))
-GRAIN = 0.1  # our choice: about what a short-trained stage leaves on a black background
+GRAINS = (0.1, 0.2, 0.3)  # our choice: from about what a short-trained stage leaves on a black background, up
 
 
 def super_resolve(stage, model_def, params, low, text, mask, aug_snr, sr: SamplerSettings, batch_size, seed):
@@ -78,7 +79,8 @@ def run(num_videos, steps, sr_steps, batch_size, seed):
         low.append(np.asarray(cascade.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings)[-1]))
     inputs["base+tsr"] = np.concatenate(low)
     grain = np.random.default_rng(seed).standard_normal(inputs["ground truth"].shape).astype(np.float32)
-    inputs["ground truth + grain"] = inputs["ground truth"] + GRAIN * grain
+    for g in GRAINS:
+        inputs[f"ground truth + grain {g:g}"] = inputs["ground truth"] + g * grain
     evaluator = metrics.load_evaluator()
 
     def row(videos, source):
@@ -90,7 +92,8 @@ def run(num_videos, steps, sr_steps, batch_size, seed):
 
     rows = [{"model": "ground truth", "input": "-", "aug_snr": None, **row(truth["video"], "-")}]
     for source, low in inputs.items():
-        for model, (stage, model_def, params), snrs in (("with augmentation", ssr, AUG_SNRS),
+        levels = AUG_SNRS if source in ("ground truth", "base+tsr") else (5.0, float("inf"))
+        for model, (stage, model_def, params), snrs in (("with augmentation", ssr, levels),
                                                          ("without augmentation", ssr_noaug, (float("inf"),))):
             for aug_snr in snrs:
                 t = time.perf_counter()
