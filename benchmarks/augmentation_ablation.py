@@ -23,6 +23,7 @@ videos. One command makes the file chapter 06 reads (it records the command, set
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import platform
@@ -50,9 +51,8 @@ def super_resolve(stage, model_def, params, low, text, mask, aug_snr, sr: Sample
     for i in range(0, len(low), batch_size):
         s = slice(i, i + batch_size)
         out.append(np.asarray(sample_stage(stage, model_def, params, jax.random.fold_in(key, i), text=text[s],
-                                           text_mask=mask[s], low_res=low[s], num_steps=sr.num_steps,
-                                           sampler=sr.sampler, guidance=sr.guidance, threshold=sr.threshold,
-                                           aug_snr=aug_snr)))
+                                           text_mask=mask[s], low_res=low[s],
+                                           **dataclasses.replace(sr, aug_snr=aug_snr).sample_kwargs())))
     return np.concatenate(out)
 
 
@@ -74,10 +74,7 @@ def run(num_videos, steps, sr_steps, batch_size, seed):
                                           out_stage.in_width)}
     text, mask = cascade.embed(prompts)
     start = time.perf_counter()
-    key, low = jax.random.PRNGKey(seed + 7), []
-    for i in range(0, num_videos, batch_size):
-        low.append(np.asarray(cascade.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings)[-1]))
-    inputs["base+tsr"] = np.concatenate(low)
+    inputs["base+tsr"] = cascade.sample_final(prompts, jax.random.PRNGKey(seed + 7), settings, batch_size)
     grain = np.random.default_rng(seed).standard_normal(inputs["ground truth"].shape).astype(np.float32)
     for g in GRAINS:
         inputs[f"ground truth + grain {g:g}"] = inputs["ground truth"] + g * grain

@@ -37,8 +37,7 @@ def bench(cascade, batch_size, settings, repeats):
 
         def run(seed, low_res=video):
             return sample_stage(stage, model_def, params, jax.random.PRNGKey(seed), text=text, text_mask=mask,
-                                low_res=low_res, batch_size=batch_size, num_steps=s.num_steps, sampler=s.sampler,
-                                gamma=s.gamma, guidance=s.weights(), threshold=s.threshold, aug_snr=s.aug_snr)
+                                low_res=low_res, batch_size=batch_size, **s.sample_kwargs())
 
         video, compile_s = _timed(lambda: run(0))
         times = [_timed(lambda: run(r + 1))[1] for r in range(repeats)]

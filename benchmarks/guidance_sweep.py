@@ -69,15 +69,6 @@ def sampler_settings(guidance, oscillate, threshold, num_steps) -> SamplerSettin
     return SamplerSettings(num_steps=num_steps, guidance=guidance, oscillate=osc, threshold=threshold)
 
 
-def generate(cascade, prompts, settings, batch_size, seed) -> np.ndarray:
-    """The cascade's final videos for `prompts`, batch by batch; batch i uses key fold_in(PRNGKey(seed), i)
-    (the same keys as `evaluate_cascade`, so every setting sees the same noise)."""
-    key, videos = jax.random.PRNGKey(seed), []
-    for i in range(0, len(prompts), batch_size):
-        videos.append(np.asarray(cascade.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings)[-1]))
-    return np.concatenate(videos)
-
-
 def sweep(num_videos=16, num_steps=32, batch_size=32, seed=0, settings=SETTINGS, progress=True, out=OUT) -> dict:
     """Run the sweep on the shipped base model; returns the dict written to the JSON file."""
     start = time.perf_counter()
@@ -94,7 +85,7 @@ def sweep(num_videos=16, num_steps=32, batch_size=32, seed=0, settings=SETTINGS,
     for name, guidance, oscillate, threshold in settings:
         t0 = time.perf_counter()
         s = sampler_settings(guidance, oscillate, threshold, num_steps)
-        videos = generate(cascade, prompts, s, batch_size, seed)
+        videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), s, batch_size)  # evaluate_cascade's keys
         seconds = time.perf_counter() - t0
         row = {"name": name, "guidance": guidance, "oscillate": None if s.oscillate is None else list(s.oscillate),
                "threshold": threshold, **metrics.evaluate(videos, prompts, other["video"], evaluator, seed=seed),

@@ -13,11 +13,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ivlib.diffusion import diffuse, sample, x_from_prediction
 from ivlib.guidance import classifier_free_prediction
-from ivlib.schedules import cosine_logsnr
+from ivlib.schedules import LOGSNR_MAX, LOGSNR_MIN, cosine_logsnr
 from ivlib.nn.unet import UNetConfig
 
 KINDS = ("base", "ssr", "tsr")
@@ -148,9 +149,19 @@ def augment_for_sampling(cond, key, aug_snr=5.0):
     aug_snr = inf means no augmentation (λ' = logsnr_max, what a model trained without it saw).
     Returns (augmented cond, λ' of shape (B,)).
     """
-    cond_logsnr = jnp.full((cond.shape[0],), jnp.clip(jnp.log(aug_snr), -20.0, 20.0), jnp.float32)
+    cond_logsnr = jnp.full((cond.shape[0],), jnp.clip(jnp.log(aug_snr), LOGSNR_MIN, LOGSNR_MAX), jnp.float32)
     return augment_condition(cond, cond_logsnr, jax.random.normal(key, cond.shape)), cond_logsnr
 # [end-augment]
+
+
+def sampling_condition(stage: Stage, low_res, key, aug_snr=5.0):
+    """What an SR stage is given at sampling time (chapters 05–06): the previous stage's video upsampled
+    (`condition_video`) and augmented at the fixed SNR `aug_snr`. Returns (cond, λ', key left for the
+    sampler); `sample_stage` calls this, so (cond, λ') is exactly what the model sees."""
+    cond = condition_video(stage, jnp.asarray(low_res, jnp.float32))
+    key, aug_key = jax.random.split(key)
+    cond, cond_logsnr = augment_for_sampling(cond, aug_key, aug_snr)
+    return cond, cond_logsnr, key
 
 
 
@@ -203,10 +214,8 @@ def sample_stage(stage: Stage, model_def, params, key, *, text=None, text_mask=N
     else:
         if low_res is None:
             raise ValueError(f"stage {stage.name!r} is a {stage.kind.upper()} stage: it needs low_res, the previous stage's video")
-        cond = condition_video(stage, jnp.asarray(low_res, jnp.float32))
+        cond, cond_logsnr, key = sampling_condition(stage, low_res, key, aug_snr)
         shape = cond.shape
-        key, aug_key = jax.random.split(key)
-        cond, cond_logsnr = augment_for_sampling(cond, aug_key, aug_snr)
     weights = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32), (num_steps,))
     if text is not None and text.shape[0] != shape[0]:
         raise ValueError(f"text has batch size {text.shape[0]} but {shape[0]} videos are sampled")
@@ -227,6 +236,11 @@ class SamplerSettings:
     oscillate: tuple[float, float, int] | None = None
     threshold: str = "static"  # the toy's best (chapter 08 sweep); Fig. 14 of the paper uses static clipping too
     aug_snr: float = 5.0
+
+    def sample_kwargs(self) -> dict:
+        """The keyword arguments of `sample_stage` these settings stand for."""
+        return dict(num_steps=self.num_steps, sampler=self.sampler, gamma=self.gamma, guidance=self.weights(),
+                    threshold=self.threshold, aug_snr=self.aug_snr)
 
     def weights(self):
         from ivlib.guidance import oscillating_weights
@@ -317,10 +331,16 @@ class Cascade:
         for i, (stage, model_def, params) in enumerate(zip(self.stages, self.model_defs, self.params)):
             s = settings.get(stage.name, SamplerSettings()) if isinstance(settings, dict) else (settings or SamplerSettings())
             video = sample_stage(stage, model_def, params, jax.random.fold_in(key, i), text=text, text_mask=mask,
-                                 low_res=video, batch_size=len(prompts), num_steps=s.num_steps, sampler=s.sampler,
-                                 gamma=s.gamma, guidance=s.weights(), threshold=s.threshold, aug_snr=s.aug_snr)
+                                 low_res=video, batch_size=len(prompts), **s.sample_kwargs())
             videos.append(video)
         return videos
+
+    def sample_final(self, prompts, key, settings=None, batch_size=32):
+        """The final videos for `prompts` as one numpy array, `batch_size` prompts at a time; the batch
+        starting at prompt i uses the key fold_in(key, i), so equal keys give equal videos whatever else
+        changes (chapters 05, 08)."""
+        return np.concatenate([np.asarray(self.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings)[-1])
+                               for i in range(0, len(prompts), batch_size)])
 
 
 def load_stage(config_name: str, stage_name: str, path=None):

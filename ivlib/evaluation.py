@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import jax
-import numpy as np
 
 from ivlib.metrics import evaluate, load_evaluator
 
@@ -33,12 +32,9 @@ def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_vid
     truth, other = draw(seed), draw(seed + 1)
     prompts = truth["caption"]
     evaluator = evaluator or load_evaluator()
-    key = jax.random.PRNGKey(seed)
-    videos, start = [], time.perf_counter()
-    for i in range(0, num_videos, batch_size):
-        videos.append(np.asarray(cascade.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings)[-1]))
+    start = time.perf_counter()
+    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, batch_size)
     seconds = time.perf_counter() - start
-    videos = np.concatenate(videos)
     return {
         "model": evaluate(videos, prompts, other["video"], evaluator, seed=seed),
         "ground_truth": evaluate(truth["video"], prompts, other["video"], evaluator, seed=seed),

@@ -8,6 +8,8 @@ t = 1 stay finite (paper §2.1). Everything here is a pure function of `t` or `l
 import jax.numpy as jnp
 from jax import nn
 
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0  # where λ is clipped (REFERENCE.md: clip λ)
+
 
 # [start-cosine]
 def _cosine_coefficients(logsnr_min, logsnr_max):
@@ -17,7 +19,7 @@ def _cosine_coefficients(logsnr_min, logsnr_max):
     return a, b
 
 
-def cosine_logsnr(t, logsnr_min=-20.0, logsnr_max=20.0):
+def cosine_logsnr(t, logsnr_min=LOGSNR_MIN, logsnr_max=LOGSNR_MAX):
     """Clipped cosine log-SNR, λ(t) = -2 log tan(a t + b) (chapter 01; paper §2.1).
 
     t: scalar or any shape, in [0, 1] (0 = data, 1 = noise). Returns λ with t's shape,
@@ -28,7 +30,7 @@ def cosine_logsnr(t, logsnr_min=-20.0, logsnr_max=20.0):
     return jnp.clip(logsnr, logsnr_min, logsnr_max)
 
 
-def cosine_t(logsnr, logsnr_min=-20.0, logsnr_max=20.0):
+def cosine_t(logsnr, logsnr_min=LOGSNR_MIN, logsnr_max=LOGSNR_MAX):
     """Inverse of `cosine_logsnr`: the time t at which the schedule reaches `logsnr` (chapter 01)."""
     a, b = _cosine_coefficients(logsnr_min, logsnr_max)
     return (jnp.arctan(jnp.exp(-0.5 * jnp.asarray(logsnr, jnp.float32))) - b) / a

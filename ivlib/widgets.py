@@ -209,7 +209,7 @@ def render_augmented_sr(stage, model_def, params, low_res, text, text_mask, aug_
     import jax.numpy as jnp
     from matplotlib.figure import Figure
 
-    from ivlib.cascade import augment_for_sampling, condition_video, sample_stage
+    from ivlib.cascade import sample_stage, sampling_condition
 
     aug_snr = float(aug_snr)
     if not aug_snr > 0:
@@ -218,8 +218,7 @@ def render_augmented_sr(stage, model_def, params, low_res, text, text_mask, aug_
     key = jax.random.PRNGKey(int(seed))
     out = sample_stage(stage, model_def, params, key, text=text, text_mask=text_mask, low_res=low_res,
                        num_steps=int(num_steps), guidance=float(guidance), aug_snr=aug_snr)
-    _, aug_key = jax.random.split(key)  # the same split as sample_stage: the figure shows what the model saw
-    cond, _ = augment_for_sampling(condition_video(stage, low_res), aug_key, aug_snr)
+    cond, _, _ = sampling_condition(stage, low_res, key, aug_snr)  # what sample_stage gave the model
     cond, out = np.asarray(cond[0]), np.asarray(out[0])
     frames = np.linspace(0, out.shape[0] - 1, num_frames).round().astype(int)
     fig = Figure(figsize=(1.6 * num_frames, 3.4))
