@@ -10,6 +10,7 @@ once: by the notebook when a cell returns one, or by the widget when a slider mo
 
 import numpy as np
 
+from ivlib.diffusion import diffuse
 from ivlib.schedules import alpha_sigma, cosine_logsnr
 
 
@@ -46,8 +47,8 @@ def render_noising(video, noise, t, logsnr_fn=cosine_logsnr, num_frames=4):
     t = _check_t(t)
     video, noise = _check_video(video, noise)
     logsnr = float(logsnr_fn(t))
-    alpha, sigma = (float(a) for a in alpha_sigma(logsnr))
-    z = alpha * video + sigma * noise
+    alpha, sigma = (float(a) for a in alpha_sigma(logsnr))  # for the title
+    z = np.asarray(diffuse(video, logsnr, noise))
     num_frames = max(1, min(int(num_frames), video.shape[0]))
 
     fig = Figure(figsize=(2.0 * num_frames + 3.2, 2.4), layout="constrained")

@@ -301,3 +301,15 @@ def test_cache_save_and_load(enc, monkeypatch, tmp_path):
         cache.load(tmp_path / "other.npz")
     with pytest.raises(FileNotFoundError):
         cache.load(tmp_path / "missing.npz")
+
+
+def test_tokenizer_hides_only_the_pytorch_notice_of_transformers():
+    """ivlib needs only transformers' tokenizers: its "PyTorch was not found" notice is dropped at import,
+    any other message of the `transformers` logger still reaches stderr (a fresh process: the notice is
+    logged once, when transformers is first imported)."""
+    code = ("import logging\nfrom ivlib import text\ntext.toy_tokenizer()\n"
+            "logging.getLogger('transformers').warning('another message')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "PyTorch was not found" not in result.stderr
+    assert "another message" in result.stderr

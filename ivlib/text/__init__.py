@@ -1,10 +1,11 @@
 """The frozen T5 text encoder: tokenize, encode, cache (chapter 04, text conditioning).
 
 Imagen Video conditions every model of its cascade on the contextual embeddings of a frozen
-T5-XXL encoder (paper §2.1, Fig. 6). This package holds, one idea per module:
+T5-XXL encoder (paper §2.2, Fig. 6). This package holds, one idea per module:
 
 * `t5`: `T5Config`, `T5Encoder` (a Flax NNX port of the T5 v1.1 encoder) and `load_t5_encoder`,
-  which reads Hugging Face safetensors checkpoints by parameter name (`google/t5-v1_1-xxl` is the paper's).
+  which reads Hugging Face safetensors checkpoints by parameter name (`google/t5-v1_1-xxl`,
+  our choice for the paper's T5-XXL: the paper names no release).
 * `encoder`: `TextEncoder` (tokenizer + frozen encoder -> fixed-length embeddings and mask),
   `default_text_encoder` (the small offline encoder of the toy cascade and of every test: random
   frozen weights from a fixed seed, no pretrained language knowledge) and `t5_text_encoder` (T5-XXL).

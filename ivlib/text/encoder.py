@@ -6,6 +6,7 @@ classifier-free guidance (chapter 08): zeros, mask all False.
 """
 
 import functools
+import logging
 import warnings
 from pathlib import Path
 
@@ -96,13 +97,30 @@ DEFAULT_SEED = 0
 DEFAULT_BIAS_STD = 2.0
 
 
+class _NoTorchNotice(logging.Filter):
+    """Drops one message of `transformers`: "PyTorch was not found. Models won't be available ...".
+    ivlib uses only its tokenizers, which need no PyTorch, so the notice would only confuse."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("PyTorch was not found")
+
+
+def _transformers():
+    """`import transformers` without its PyTorch notice; every other message of transformers still shows."""
+    logger = logging.getLogger("transformers")  # the logger transformers' __init__ warns on
+    if not any(isinstance(f, _NoTorchNotice) for f in logger.filters):
+        logger.addFilter(_NoTorchNotice())
+    import transformers
+
+    return transformers
+
+
 def toy_tokenizer():
     """The shipped offline tokenizer (scripts/make_tokenizer.py): one token per toy-domain word, spelled-out
     fallback for other words, <pad> = 0, </s> = 1 appended, <unk> = 2 (chapter 04)."""
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_file=str(ASSETS / "toy_tokenizer.json"), pad_token="<pad>",
-                                   eos_token="</s>", unk_token="<unk>", model_max_length=1 << 20)
+    return _transformers().PreTrainedTokenizerFast(
+        tokenizer_file=str(ASSETS / "toy_tokenizer.json"), pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        model_max_length=1 << 20)
 
 
 def default_text_encoder(max_length: int = 32) -> TextEncoder:
@@ -136,12 +154,12 @@ def t5_text_encoder(name: str = "google/t5-v1_1-xxl", max_length: int = 128, dty
                     local_files_only: bool = False, cache_dir=None) -> TextEncoder:
     """A pretrained T5 v1.1 encoder with its own tokenizer, from the hub or a local folder (chapter 04).
 
-    The default is the paper's frozen T5-XXL (needs the network or a cached copy, and ~10 GB of memory in
-    bfloat16). max_length=128 tokens is our choice (the Imagen Video paper states no text length): room for
-    long, detailed prompts. Encoding runs once per prompt (see `EmbeddingCache`), so the cost hardly matters.
+    The default, T5 v1.1 XXL, is our choice for the paper's "frozen T5-XXL" (§2.2 names no release). It needs
+    the network or a cached copy, and ~10 GB of memory in bfloat16. max_length=128 tokens is our choice (the
+    Imagen Video paper states no text length): room for long, detailed prompts. Encoding runs once per prompt
+    (see `EmbeddingCache`), so the cost hardly matters.
     """
-    from transformers import AutoTokenizer
-
+    AutoTokenizer = _transformers().AutoTokenizer
     directory = resolve_checkpoint(name, local_files_only, cache_dir)
     model = load_t5_encoder(str(directory), dtype)
     try:

@@ -306,8 +306,8 @@ def load_t5_encoder(name_or_path: str, dtype=jnp.float32, *, local_files_only: b
                     cache_dir=None) -> T5Encoder:
     """Read a Hugging Face T5 v1.1 checkpoint (config.json + safetensors) into a `T5Encoder` (chapter 04).
 
-    name_or_path: a local directory, or a hub name such as "google/t5-v1_1-xxl" (the paper's encoder),
-    fetched with `huggingface_hub.snapshot_download` (encoder shards only) or found in its cache.
+    name_or_path: a local directory, or a hub name such as "google/t5-v1_1-xxl" (our choice for the paper's
+    T5-XXL), fetched with `huggingface_hub.snapshot_download` (encoder shards only) or found in its cache.
     dtype: parameter dtype; jnp.bfloat16 halves T5-XXL's 19 GB of float32 encoder weights.
     Raises FileNotFoundError for a missing folder/config/weights, ValueError when weights and config disagree.
     """
