@@ -67,7 +67,13 @@ def _random_crop(key, x, cond, size):
 
 # [start-loss]
 def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, target="v", text_dropout=0.1, aug_max_t=0.6):
-    """The stage's training loss on one batch (chapter 04; paper eq. 2 with v-prediction, §2.4).
+    """The stage's training loss on one batch (chapters 02 and 04).
+
+    The paper's eq. (2) is the ε-MSE, ‖ε̂ − ε‖². ivlib minimises the v-MSE, ‖v̂ − v‖², by default: a
+    choice (the paper says its models predict v, §2.4, not which loss trains them). For the same model
+    the two weight the x-error differently: ε-MSE = SNR · ‖x̂ − x‖², v-MSE = (1 + SNR) · ‖x̂ − x‖²
+    (`diffusion.x_mse_weight`), so the v-MSE keeps a weight of at least 1 at low SNR, where the
+    ε-MSE ignores the x-error. `target="eps"` trains with eq. (2) itself.
 
     t ~ U(0, 1) per sample, z_t = α x + σ ε, and the network is regressed onto its target. A
     fraction `text_dropout` of prompts is replaced by the null prompt so the same network also
