@@ -8,7 +8,7 @@ t = 1 stay finite (paper §2.1). Everything here is a pure function of `t` or `l
 import jax.numpy as jnp
 from jax import nn
 
-LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0  # where λ is clipped (REFERENCE.md: clip λ)
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0  # where λ is clipped: the paper gives no range; ±20 is our choice
 
 
 # [start-cosine]
