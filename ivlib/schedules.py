@@ -8,7 +8,7 @@ t = 1 stay finite (paper §2.1). Everything here is a pure function of `t` or `l
 import jax.numpy as jnp
 from jax import nn
 
-LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0  # where λ is clipped: the paper gives no range; ±20 is our choice
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0  # where λ is clipped; the paper gives no range: ±20 as in diffusion_distillation (chapter 01)
 
 
 # [start-cosine]
