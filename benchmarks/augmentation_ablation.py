@@ -34,8 +34,9 @@ import jax
 import numpy as np
 
 from ivlib import metrics
-from ivlib.cascade import Cascade, SamplerSettings, load_stage, sample_stage, stage_settings
+from ivlib.cascade import Cascade, SamplerSettings, sample_stage, stage_settings
 from ivlib.data import make_dataset
+from ivlib.pretrained import load_stage
 from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
 
 OUT = WEIGHTS_DIR / "toy_ssr.augmentation.json"

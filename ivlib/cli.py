@@ -16,7 +16,8 @@ def _demo(args):
     from ivlib.data import make_dataset
     from ivlib.diffusion import diffuse, sample
     from ivlib.schedules import cosine_logsnr
-    from ivlib.viz import tile, write_video
+    from ivlib.media import write_video
+    from ivlib.viz import tile
 
     batch = make_dataset("digits", frames=args.frames, height=args.size, width=args.size, seed=args.seed).batch(0, args.videos)
     videos = jnp.asarray(batch["video"])
@@ -67,7 +68,7 @@ def _generate(args):
     import jax
 
     from ivlib.cascade import Cascade
-    from ivlib.viz import write_video
+    from ivlib.media import write_video
 
     if not args.prompt.strip():
         raise SystemExit("error: the prompt is empty; give a description such as 'a red 3 moving left'")
@@ -186,7 +187,9 @@ def main(argv=None):
     tr.add_argument("--text-dropout", type=float, default=0.1)
     tr.add_argument("--aug-max-t", type=float, default=0.6,
                     help="SR stages: conditioning augmentation at log-SNR λ(t'), t' ~ U(0, this); 0 turns it off (chapter 06)")
-    tr.add_argument("--target", default="v", choices=["v", "eps", "x"])
+    tr.add_argument("--target", default=None, choices=["v", "eps", "x"],
+                    help="what the network predicts, for this run (default: the stage's own, v in every config); "
+                         "recorded in the weight file, so sampling decodes the same target (chapter 02)")
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')
     tr.add_argument("--checkpoint-every", type=int, default=100)

@@ -50,6 +50,17 @@ def dynamic_threshold(x, percentile=0.995):
 # [end-thresholds]
 
 
+THRESHOLDS = ("dynamic", "static", "none")
+
+
+def threshold_fn(threshold: str):
+    """The x-prediction transform a sampler applies for `threshold` (chapter 08): dynamic_threshold,
+    static_clip, or None for "none"."""
+    if threshold not in THRESHOLDS:
+        raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
+    return {"dynamic": dynamic_threshold, "static": static_clip, "none": None}[threshold]
+
+
 # [start-oscillating]
 def oscillating_weights(num_steps, high=15.0, low=1.0, constant_steps=0):
     """Per-step guidance weights for oscillating guidance (paper §2.6.2; chapter 08).

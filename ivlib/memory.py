@@ -16,7 +16,6 @@ buffer assignment is an estimate of a TPU's or GPU's: it fuses differently and n
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,39 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ivlib.cascade import Stage
+from ivlib.compat import fast_tracing
 from ivlib.sharding import (MIN_SHARD_SIZE, batch_sharding, bytes_per_device, replicated, sharded_bytes,
                             state_shardings)
+from ivlib.stage import Stage
+from ivlib.train import default_optimizer, make_train_step, state_initializer
 
 GB = 1e9
-
-
-@contextlib.contextmanager
-def fast_tracing():
-    """Trace big models in seconds instead of minutes (chapter 10; a workaround, our choice).
-
-    Building a Flax NNX model under `nnx.eval_shape`/`jax.eval_shape` probes `tracer.sharding` on every
-    parameter it creates (flax's `Variable.set_value`); in jax 0.10 that probe raises an
-    AttributeError whose message walks every equation traced so far, so tracing is quadratic in the
-    number of parameters: 60 s for a 4.6B-parameter U-Net, 3 s with this context. jax PR #40041 removes
-    the message computation upstream. Inside the context the message's "origin" part is left out;
-    nothing else changes. A no-op where jax has no such method.
-    """
-    try:
-        from jax._src.interpreters import partial_eval as pe
-    except ImportError:  # pragma: no cover - a jax without this module has its own tracing
-        yield
-        return
-    tracer = getattr(pe, "DynamicJaxprTracer", None)
-    original = tracer.__dict__.get("_origin_msg") if tracer is not None else None
-    if original is None:
-        yield
-        return
-    tracer._origin_msg = lambda self: ""
-    try:
-        yield
-    finally:
-        tracer._origin_msg = original
 
 
 def abstract_train_state(stage: Stage, tx, key=None):
@@ -65,10 +38,8 @@ def abstract_train_state(stage: Stage, tx, key=None):
 
     Nothing is allocated: the 5.6B base's state (90 GB) is described in a few seconds.
     """
-    from ivlib.sharding import _state_initializer
-
     key = jax.random.key(0) if key is None else key
-    init, model_defs = _state_initializer(stage.unet, tx)
+    init, model_defs = state_initializer(stage.unet, tx)
     with fast_tracing():
         state = jax.eval_shape(init, key)
     return model_defs[0], state
@@ -128,8 +99,6 @@ def compile_sharded_step(stage: Stage, mesh, batch_per_device: int = 1, tx=None,
     mesh size examples split over every device, state donated (updated in place) unless donate=False.
     tx defaults to `ivlib.train.default_optimizer()` (Adam).
     """
-    from ivlib.train import default_optimizer, make_train_step
-
     if batch_per_device < 1:
         raise ValueError(f"batch_per_device must be >= 1; got {batch_per_device}")
     tx = default_optimizer() if tx is None else tx
@@ -175,8 +144,6 @@ def plan_memory(stage: Stage, mesh, batch_per_device: int = 1, tx=None, text_len
     per device), `batch_bytes` (per device), and with compile=True `lower_s`, `compile_s` and
     `compiled` = `memory_stats` of the step compiled by `compile_sharded_step`.
     """
-    from ivlib.train import default_optimizer
-
     if batch_per_device < 1:
         raise ValueError(f"batch_per_device must be >= 1; got {batch_per_device}")
     tx = default_optimizer() if tx is None else tx

@@ -25,10 +25,8 @@ import dataclasses
 import functools
 import json
 import pathlib
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -306,70 +304,46 @@ def train_evaluator(workdir, steps=2000, batch_size=64, seed=0, learning_rate=1e
                     progress=True) -> pathlib.Path:
     """Train the toy dual encoder contrastively on ground truth (chapter 04); returns the weight file.
 
-    Data: "digits+shapes" train split at 8x16x16, batch k = dataset batch k (exact resume from the
-    orbax checkpoints in <workdir>/checkpoints). Loss: `contrastive_loss` (symmetric InfoNCE, captions
-    of equal meaning masked as false negatives). Adam with warm-up and clipping (`ivlib.train`),
-    EMA of the weights. Writes <workdir>/metrics.jsonl and, at the end, <workdir>/evaluator.safetensors
+    Data: "digits+shapes" train split at 8x16x16, batch k = dataset batch k. Loss: `contrastive_loss`
+    (symmetric InfoNCE, captions of equal meaning masked as false negatives). Adam with warm-up and
+    clipping (`ivlib.train`), EMA of the weights; the same loop as the cascade's stages (`ivlib.loop.fit`:
+    exact resume from <workdir>/checkpoints, the NaN guard, a progress bar). Writes
+    <workdir>/metrics.jsonl and, at the end, <workdir>/evaluator.safetensors
     (EMA weights, float16) whose metadata holds the command and the held-out ground-truth row
     (`ground_truth_row` on `heldout_videos` test videos).
     """
-    import optax
-    import orbax.checkpoint as ocp
-
     from ivlib.data import make_dataset
+    from ivlib.loop import apply_gradients, check_workdir, fit, init_state
     from ivlib.text import EmbeddingCache, default_text_encoder
     from ivlib.train import default_optimizer
-    from ivlib.trainer import _append_metrics, _check_workdir, _checkpoint_manager, _restore_latest, _truncate_metrics
     from ivlib.weights import save_params
 
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    path = _check_workdir(workdir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    path = check_workdir(workdir)
     config = DualEncoderConfig()
     data = make_dataset(DATASET, frames=config.frames, height=config.height, width=config.width, seed=seed)
     text_cache = EmbeddingCache(default_text_encoder(TEXT_LENGTH))
     graphdef, params = nnx.split(DualEncoder(config, rngs=nnx.Rngs(seed)))
     tx = default_optimizer(learning_rate, warmup_steps)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "ema": jax.tree.map(jnp.copy, params)}
-    manager = _checkpoint_manager(path / "checkpoints", 2)
-    state = _restore_latest(manager, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state),
-                            path / "checkpoints") or state
-    _truncate_metrics(path / "metrics.jsonl", int(state["step"]))
 
-    @jax.jit
-    def train_step(state, video, text, text_mask, same):
-        loss_fn = lambda p: contrastive_loss(nnx.merge(graphdef, p), video, text, text_mask, same)
-        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        decay = jnp.minimum(ema_decay, (1.0 + state["step"]) / (10.0 + state["step"]))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
-        return ({"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema},
-                {"loss": loss, "accuracy": accuracy})
-
-    t0, rows = time.perf_counter(), []
-    for step in range(int(state["step"]), steps):
+    def batch_fn(step):
         batch = data.batch(step, batch_size)
         keys = [meaning(c) for c in batch["caption"]]
-        same = np.array([[a == b for b in keys] for a in keys])
         text, mask = text_cache.get(batch["caption"])
-        state, metrics = train_step(state, batch["video"], text, mask, same)
-        rows.append({"step": step + 1, **{k: float(v) for k, v in metrics.items()}})
-        if not np.isfinite(rows[-1]["loss"]):
-            raise FloatingPointError(f"non-finite loss at step {step + 1}; last checkpoint: {manager.latest_step()}")
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            rows[-1]["time_s"] = time.perf_counter() - t0
-            _append_metrics(path / "metrics.jsonl", rows)
-            if progress:
-                print(f"step {step + 1}/{steps} loss {rows[-1]['loss']:.3f} in-batch top-1 {rows[-1]['accuracy']:.3f} "
-                      f"({rows[-1]['time_s']:.0f}s)", flush=True)
-            rows = []
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            manager.save(step + 1, args=ocp.args.StandardSave(state))
-            manager.wait_until_finished()
-    state = jax.device_get(state)
+        return {"video": batch["video"], "text": text, "text_mask": mask,
+                "same": np.array([[a == b for b in keys] for a in keys])}
+
+    @jax.jit
+    def train_step(state, batch, key):  # contrastive training draws no random numbers: fit passes key=None
+        loss_fn = lambda p: contrastive_loss(nnx.merge(graphdef, p), batch["video"], batch["text"],
+                                             batch["text_mask"], batch["same"])
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        return apply_gradients(state, grads, tx, ema_decay), {"loss": loss, "accuracy": accuracy}
+
+    state = fit(train_step, init_state(params, tx), batch_fn, workdir=path, steps=steps,
+                checkpoint_every=checkpoint_every, keep_checkpoints=2, log_every=log_every, progress=progress,
+                desc="train evaluator")
     row = ground_truth_row(heldout_videos, evaluator=Evaluator(nnx.merge(graphdef, state["ema"])))
     command = f"ivlib train-evaluator --workdir {workdir} --steps {steps}" + (
         f" --batch-size {batch_size}" if batch_size != 64 else "") + (f" --seed {seed}" if seed else "")

@@ -28,6 +28,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ivlib.compat import fast_tracing
+from ivlib.train import state_initializer
+
 AXES = ("data", "model")
 # Arrays smaller than this many elements stay replicated (our choice: 64K float32 numbers = 256 KiB;
 # below that an all-gather's latency costs more than the memory it saves): biases, norm scales and a
@@ -144,23 +147,6 @@ def sharded_bytes(tree, model_size: int, min_size: int = MIN_SHARD_SIZE) -> int:
     return total
 
 
-def _state_initializer(unet_config, tx):
-    """`init(key) -> state` for tracing `ivlib.train.create_state`, and the list its ModelDef lands in."""
-    from ivlib.train import create_state
-
-    model_defs = []
-
-    def init(key):
-        model_def, state = create_state(unet_config, tx, key)
-        if jax.tree.leaves(model_def.rest):
-            raise ValueError("this model keeps non-parameter state (e.g. dropout random streams), which an "
-                             "abstract or sharded initialisation cannot carry; use dropout=0.0")
-        model_defs.append(model_def)
-        return state
-
-    return init, model_defs
-
-
 def create_sharded_state(unet_config, tx, key, mesh, min_size: int = MIN_SHARD_SIZE):
     """`ivlib.train.create_state`, but every array is created directly in its shard (chapter 10).
 
@@ -168,9 +154,7 @@ def create_sharded_state(unet_config, tx, key, mesh, min_size: int = MIN_SHARD_S
     partition rule as its output sharding. Needed at paper scale, where the 5.6B base's train state
     alone is 90 GB. Returns (ModelDef, state).
     """
-    from ivlib.memory import fast_tracing
-
-    init, model_defs = _state_initializer(unet_config, tx)
+    init, model_defs = state_initializer(unet_config, tx)
     with fast_tracing():
         abstract = jax.eval_shape(init, key)
         state = jax.jit(init, out_shardings=state_shardings(abstract, mesh, min_size))(key)

@@ -1,48 +1,49 @@
 """Training a stage of the cascade: the state, the loss, one jit-compiled step (chapter 04).
 
-The train state is a plain pytree — {"step", "params", "opt_state", "ema"} — so it can be
-checkpointed by orbax, placed on a device mesh (`ivlib.sharding`) and passed through `jax.jit`
-without any framework magic. The model's structure (its NNX graph) travels separately as a
-`ModelDef`. The loop around the step — data, text cache, checkpoints, resume, NaN guard — is in
-`ivlib.trainer`.
+The train state is a plain pytree — {"step", "params", "opt_state", "ema"} (`ivlib.loop.init_state`) —
+so it can be checkpointed by orbax, placed on a device mesh (`ivlib.sharding`) and passed through
+`jax.jit` without any framework magic. The model's structure (its NNX graph) travels separately as a
+`ModelDef`. What the network predicts (v, ε or x) is the stage's own `stage.unet.target`, the one value
+the sampler decodes with. The loop around the step — data, text cache, checkpoints, resume, NaN guard —
+is `ivlib.loop.fit`, run for a stage by `ivlib.trainer`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ivlib.cascade import Stage, augment_for_training, condition_video
+from ivlib.conditioning import augment_for_training, condition_video
 from ivlib.diffusion import diffuse, prediction_loss
+from ivlib.loop import apply_gradients, init_state
+from ivlib.nn.model_def import ModelDef
 from ivlib.nn.unet import UNetConfig, VideoUNet
 from ivlib.schedules import cosine_logsnr
-
-
-@dataclass(frozen=True)
-class ModelDef:
-    """Everything about a model except its parameters: the NNX graph and non-trainable state."""
-
-    graphdef: Any
-    rest: Any
-
-    def bind(self, params) -> VideoUNet:
-        """The model with `params` (chapter 04)."""
-        return nnx.merge(self.graphdef, params, self.rest)
+from ivlib.stage import Stage
 
 
 def create_state(unet_config: UNetConfig, tx: optax.GradientTransformation, key):
     """A freshly initialised model: (ModelDef, state) with state = {step, params, opt_state, ema} (chapter 04)."""
-    model = VideoUNet(unet_config, rngs=nnx.Rngs(key))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params = jax.tree.map(jnp.asarray, params)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "ema": jax.tree.map(jnp.copy, params)}
-    return ModelDef(graphdef, rest), state
+    model_def, params = ModelDef.split(VideoUNet(unet_config, rngs=nnx.Rngs(key)))
+    return model_def, init_state(jax.tree.map(jnp.asarray, params), tx)
+
+
+def state_initializer(unet_config: UNetConfig, tx):
+    """`init(key) -> state` for tracing `create_state` (abstractly or sharded, chapter 10), and the list
+    its ModelDef lands in when it runs."""
+    model_defs = []
+
+    def init(key):
+        model_def, state = create_state(unet_config, tx, key)
+        if jax.tree.leaves(model_def.rest):
+            raise ValueError("this model keeps non-parameter state (e.g. dropout random streams), which an "
+                             "abstract or sharded initialisation cannot carry; use dropout=0.0")
+        model_defs.append(model_def)
+        return state
+
+    return init, model_defs
 
 
 def default_optimizer(learning_rate=3e-4, warmup_steps=100, clip_norm=1.0):
@@ -66,16 +67,18 @@ def _random_crop(key, x, cond, size):
 
 
 # [start-loss]
-def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, target="v", text_dropout=0.1, aug_max_t=0.6):
+def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, text_dropout=0.1, aug_max_t=0.6):
     """The stage's training loss on one batch (chapters 02 and 04).
 
     The paper's eq. (2) is the ε-MSE, ‖ε̂ − ε‖². ivlib minimises the v-MSE, ‖v̂ − v‖², by default: a
     choice (the paper says its models predict v, §2.4, not which loss trains them). For the same model
     the two weight the x-error differently: ε-MSE = SNR · ‖x̂ − x‖², v-MSE = (1 + SNR) · ‖x̂ − x‖²
     (`diffusion.x_mse_weight`), so the v-MSE keeps a weight of at least 1 at low SNR, where the
-    ε-MSE ignores the x-error. `target="eps"` trains with eq. (2) itself.
+    ε-MSE ignores the x-error. A stage whose `unet.target` is "eps" (`ivlib train --target eps`)
+    trains with eq. (2) itself.
 
-    t ~ U(0, 1) per sample, z_t = α x + σ ε, and the network is regressed onto its target. A
+    t ~ U(0, 1) per sample, z_t = α x + σ ε, and the network is regressed onto its target,
+    `stage.unet.target`, the same value the sampler decodes with. A
     fraction `text_dropout` of prompts is replaced by the null prompt so the same network also
     learns the unconditional model that classifier-free guidance needs (§2.6.1). SR stages see the
     upsampled low-resolution video after noise conditioning augmentation at a random log-SNR
@@ -99,33 +102,27 @@ def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, target="v", text_
         keep = jax.random.uniform(k_drop, (b,)) >= text_dropout
         text, text_mask = text * keep[:, None, None], text_mask & keep[:, None]
     output = model(z, logsnr, text, text_mask, is_image=batch.get("is_image"), **extra)
-    return jnp.mean(prediction_loss(output, x, noise, logsnr, target))
+    return jnp.mean(prediction_loss(output, x, noise, logsnr, stage.unet.target))
 # [end-loss]
 
 
-def make_train_step(model_def: ModelDef, tx, stage: Stage, target="v", text_dropout=0.1, ema_decay=0.999,
-                    aug_max_t=0.6):
+def make_train_step(model_def: ModelDef, tx, stage: Stage, text_dropout=0.1, ema_decay=0.999, aug_max_t=0.6):
     """One jit-compiled optimisation step (chapter 04): (state, batch, key) -> (state, metrics).
 
     batch: {"video" (B,F,H,W,C), "text" (B,L,D), "text_mask" (B,L) bool, "is_image" (B,) bool,
-    and for SR stages "cond": the clean previous-stage video}. The EMA decay warms up as
-    min(ema_decay, (1 + step) / (10 + step)) so short runs already have useful EMA weights.
-    The step follows the sharding of its inputs: replicate the state and split the batch over a
-    mesh's "data" axis for data parallelism (`ivlib.sharding`).
+    and for SR stages "cond": the clean previous-stage video}. The network learns `stage.unet.target`.
+    The weights' EMA (`ivlib.loop.ema_update`) warms up as min(ema_decay, (1 + step) / (10 + step)) so
+    short runs already have useful EMA weights. The step follows the sharding of its inputs: replicate
+    the state and split the batch over a mesh's "data" axis for data parallelism (`ivlib.sharding`).
     """
 
     def loss_fn(params, batch, key):
-        return diffusion_loss(model_def.bind(params), batch, key, stage, target, text_dropout, aug_max_t)
+        return diffusion_loss(model_def.bind(params), batch, key, stage, text_dropout, aug_max_t)
 
     @jax.jit
     def train_step(state, batch, key):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        step = state["step"] + 1
-        decay = jnp.minimum(ema_decay, (1.0 + state["step"]) / (10.0 + state["step"]))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-        return {"step": step, "params": params, "opt_state": opt_state, "ema": ema}, metrics
+        return apply_gradients(state, grads, tx, ema_decay), metrics
 
     return train_step

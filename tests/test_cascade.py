@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ivlib.cascade import (Cascade, SamplerSettings, Stage, augment_condition, augment_for_sampling,
-                           augment_for_training, check_chain, condition_video, sample_stage, upsample_spatial,
-                           upsample_temporal)
+from ivlib.cascade import Cascade, SamplerSettings, sample_stage
+from ivlib.conditioning import (augment_condition, augment_for_sampling, augment_for_training, condition_video,
+                                upsample_spatial, upsample_temporal)
+from ivlib.stage import Stage, check_chain
 from ivlib.schedules import alpha_sigma, cosine_logsnr
 from ivlib.nn.unet import Level, UNetConfig
 from ivlib.train import create_state, default_optimizer

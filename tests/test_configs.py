@@ -12,11 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from ivlib.cascade import Stage
+from ivlib.compat import fast_tracing
 from ivlib.configs import CONFIG_NAMES, describe, get_cascade, get_stage, num_params, paper
-from ivlib.memory import abstract_batch, abstract_train_state, fast_tracing, fits, plan_memory, state_bytes
+from ivlib.memory import abstract_batch, abstract_train_state, fits, plan_memory, state_bytes
 from ivlib.nn.unet import Level, UNetConfig, count_params
 from ivlib.sharding import make_mesh
+from ivlib.stage import Stage
 
 
 @pytest.fixture(scope="module")

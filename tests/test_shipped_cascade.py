@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from ivlib.cascade import Cascade, load_stage
+from ivlib.cascade import Cascade
 from ivlib.cli import main
 from ivlib.configs import get_cascade
+from ivlib.pretrained import load_stage
 from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
 
 

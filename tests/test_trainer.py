@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ivlib import trainer
-from ivlib.cascade import Stage
+from ivlib.stage import Stage
 from ivlib.nn.unet import Level, UNetConfig
 from ivlib.trainer import TrainConfig, TrainingDiverged, train
 from ivlib.weights import load_params

@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
-from ivlib.cascade import Stage
+from ivlib.compat import fast_tracing
 from ivlib.configs import colab, paper, toy
 from ivlib.nn.unet import UNetConfig, count_params
+from ivlib.stage import Stage
 
 _CASCADES = {
     "toy": lambda: toy.CASCADE,
@@ -45,10 +46,8 @@ def get_stage(config_name: str, stage_name: str) -> Stage:
 def num_params(stage: Stage | UNetConfig) -> int:
     """Parameters of a stage's Video U-Net, from `nnx.eval_shape` (nothing allocated; chapter 10).
 
-    Seconds even for the 5.6B base: tracing runs under `ivlib.memory.fast_tracing` (see there why).
+    Seconds even for the 5.6B base: tracing runs under `ivlib.compat.fast_tracing` (see there why).
     """
-    from ivlib.memory import fast_tracing
-
     config = stage.unet if isinstance(stage, Stage) else stage
     if not isinstance(config, UNetConfig):
         raise ValueError(f"stage must be a Stage or a UNetConfig; got {type(stage).__name__}")

@@ -10,7 +10,7 @@ paper's §2.3, different widths and depths. All widths here are ours; the text e
 
 from __future__ import annotations
 
-from ivlib.cascade import Stage
+from ivlib.stage import Stage
 from ivlib.nn.unet import Level, UNetConfig
 
 TEXT_ENCODER = "google/t5-v1_1-base"  # 768-d; T5-XXL (4096-d, 4.7B encoder parameters) is the paper's

@@ -32,7 +32,7 @@ Architecture rules applied (paper §2.3, Fig. 7):
 
 from __future__ import annotations
 
-from ivlib.cascade import Stage
+from ivlib.stage import Stage
 from ivlib.nn.unet import Level, UNetConfig
 
 TEXT_ENCODER = "google/t5-v1_1-xxl"  # [paper §2.2] frozen T5-XXL (v1.1 is the public T5-XXL checkpoint: [ours])

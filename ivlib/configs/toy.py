@@ -11,7 +11,7 @@ resolution"), the last SSR stage fully convolutional and trained on crops, v-pre
 
 from __future__ import annotations
 
-from ivlib.cascade import Stage
+from ivlib.stage import Stage
 from ivlib.nn.unet import Level, UNetConfig
 
 TEXT_ENCODER = "ivlib-toy-t5"  # `ivlib.text.default_text_encoder()`, offline, random frozen weights

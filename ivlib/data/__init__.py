@@ -22,8 +22,10 @@ from ivlib.data.captions import (
     parse_caption,
 )
 from ivlib.data.clips import REFERENCE_FRAMES, Clip, ImagePack, Thing, clip_for_caption
-from ivlib.data.dataset import DATASETS, Dataset, ToyDataset, make_dataset
-from ivlib.data.folder import FolderClip, FolderDataset, ensure_ffmpeg, load_video_folder
+from ivlib.data.base import Dataset
+from ivlib.data.dataset import DATASETS, ToyDataset, make_dataset
+from ivlib.data.folder import FolderClip, FolderDataset, load_video_folder
+from ivlib.media import ensure_ffmpeg  # kept here too: the folder reader needs it (tests, chapter 04)
 from ivlib.data.render import render
 from ivlib.data.transforms import center_crop, resize_video, skip_frames
 

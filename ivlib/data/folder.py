@@ -21,11 +21,10 @@ import pathlib
 
 import numpy as np
 
-from ivlib.viz import ensure_ffmpeg  # noqa: F401  (re-exported by ivlib.data)
-
 from ivlib.data import captions as C
-from ivlib.data.dataset import Dataset
+from ivlib.data.base import Dataset
 from ivlib.data.transforms import center_crop, resize_video
+from ivlib.media import ensure_ffmpeg
 
 def read_captions(path: pathlib.Path, captions_file) -> list[tuple[pathlib.Path, str]]:
     """[(video path, caption)] from a CSV or JSONL captions file (chapter 04); paths resolved against `path`."""

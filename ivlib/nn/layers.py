@@ -14,9 +14,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# flax >= 0.12 wants lists of submodules wrapped in nnx.List; flax 0.11 takes a plain list.
-ModuleList = getattr(nnx, "List", list)
-
 zeros_init = nnx.initializers.zeros_init()
 
 

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ivlib.compat import ModuleList
 from ivlib.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
-from ivlib.nn.layers import (Downsample, LogSNREmbedding, ModuleList, ResBlock, TemporalConv, Upsample,
-                             group_norm, zeros_init)
+from ivlib.nn.layers import Downsample, LogSNREmbedding, ResBlock, TemporalConv, Upsample, group_norm, zeros_init
 
 TEMPORAL = ("attention", "conv", "none")
 TARGETS = ("v", "eps", "x")

@@ -3,7 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 
-from .encoder import TextEncoder, _check_prompts
+from .encoder import TextEncoder
+from .prompts import check_prompts
 
 
 class EmbeddingCache:
@@ -25,7 +26,7 @@ class EmbeddingCache:
 
     def get(self, prompts):
         """prompts: list of B str -> (emb (B, max_length, dim) float32, mask (B, max_length) bool)."""
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         misses = list(dict.fromkeys(p for p in prompts if p not in self._rows))
         if misses:
             emb, mask = self.encoder.encode(misses)

@@ -18,19 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ivlib.compat import ModuleList, get_value, set_value
+
 PRECISION = jax.lax.Precision.HIGHEST  # text is encoded once per prompt: full float32 matmuls on every backend
-_List = getattr(nnx, "List", list)  # flax >= 0.12 wants module lists wrapped; older flax takes a plain list
-
-
-def _get_value(variable):  # flax >= 0.12 deprecates `.value`; 0.11 has no get_value/set_value
-    return variable.get_value() if hasattr(variable, "get_value") else variable.value
-
-
-def _set_value(variable, value):
-    if hasattr(variable, "set_value"):
-        variable.set_value(value)
-    else:
-        variable.value = value
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -182,7 +172,7 @@ class T5Encoder(nnx.Module):
         self.config = config
         self.shared = nnx.Embed(config.vocab_size, config.d_model, dtype=dtype, param_dtype=dtype,
                                 embedding_init=jax.nn.initializers.normal(_init_std("shared", config)), rngs=rngs)
-        self.blocks = _List([T5Block(config, i == 0, dtype=dtype, rngs=rngs) for i in range(config.num_layers)])
+        self.blocks = ModuleList([T5Block(config, i == 0, dtype=dtype, rngs=rngs) for i in range(config.num_layers)])
         self.final_norm = T5RMSNorm(config.d_model, config.layer_norm_epsilon, dtype)
 
     def __call__(self, input_ids, attention_mask):
@@ -238,12 +228,12 @@ def _fill(model: T5Encoder, tensors, source: str) -> T5Encoder:
         if name not in table or name in done:
             continue
         param, transpose = table[name]
-        target = _get_value(param)  # a jax.ShapeDtypeStruct when `model` comes from nnx.eval_shape
+        target = get_value(param)  # a jax.ShapeDtypeStruct when `model` comes from nnx.eval_shape
         expected = tuple(target.shape[::-1] if transpose else target.shape)
         if tuple(array.shape) != expected:
             raise ValueError(f"weight {name!r} in {source} has shape {tuple(array.shape)}, "
                              f"but config.json implies {expected}")
-        _set_value(param, jnp.asarray(array.T if transpose else array, dtype=target.dtype))
+        set_value(param, jnp.asarray(array.T if transpose else array, dtype=target.dtype))
         done.add(name)
     missing = sorted(set(table) - done)
     if missing:
@@ -333,7 +323,7 @@ def random_t5_encoder(config: T5Config, seed: int, bias_std: float | None = None
 
     def draw():
         for name, (param, transpose) in _hf_parameter_table(model).items():
-            shape = _get_value(param).shape[::-1] if transpose else _get_value(param).shape
+            shape = get_value(param).shape[::-1] if transpose else get_value(param).shape
             kind = name.split(".")[-2]
             if "layer_norm" in kind:
                 yield name, np.ones(shape, np.float32)

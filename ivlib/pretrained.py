@@ -1,0 +1,85 @@
+"""Trained stages from weight files: the shipped toy cascade and the output of `ivlib train` (chapters 04–05).
+
+A weight file holds a stage's EMA parameters and, in its metadata, how they were trained. What the
+network predicts is read back from there (`trained_target`), so a stage trained with
+`ivlib train --target eps` is sampled by decoding ε, whatever its config says.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from flax import nnx
+
+from ivlib.configs import get_cascade, get_stage
+from ivlib.nn.model_def import ModelDef
+from ivlib.nn.unet import VideoUNet
+from ivlib.stage import Stage
+from ivlib.weights import load_params, read_metadata, shipped_weights_path
+
+
+def trained_target(stage: Stage, metadata: dict) -> str:
+    """What the network of a weight file predicts: the "target" it was saved with; for files written
+    before that key existed, the target of its "train_config"; else the stage's own."""
+    target = metadata.get("target") or (metadata.get("train_config") or {}).get("target")
+    return target or stage.unet.target
+
+
+def load_weights(stage: Stage, path):
+    """(stage, model_def, params) of `stage` with the weights at `path` (chapter 04).
+
+    The returned stage predicts what the file was trained to predict (`trained_target`). Raises
+    FileNotFoundError if `path` is missing, ValueError if it does not fit the stage's network.
+    """
+    path = pathlib.Path(path)
+    try:
+        metadata = read_metadata(path) if path.is_file() else {}
+    except Exception:  # an unreadable file: load_params below says what is wrong with it
+        metadata = {}
+    target = trained_target(stage, metadata)
+    if target != stage.unet.target:
+        stage = stage.with_target(target)
+    model_def, init_params = ModelDef.split(VideoUNet(stage.unet, rngs=nnx.Rngs(0)))
+    return stage, model_def, load_params(path, init_params)
+
+
+def load_stage(config_name: str, stage_name: str, path=None):
+    """(stage, model_def, params) with the shipped EMA weights of a stage, or those at `path` (chapters 04–05).
+
+    FileNotFoundError, naming the `ivlib train` command that makes them, if the weights are missing.
+    """
+    stage = get_stage(config_name, stage_name)
+    path = path or shipped_weights_path(config_name, stage_name)
+    try:
+        return load_weights(stage, path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}. Train it with: ivlib train --config {config_name} --stage {stage_name} "
+                                f"--workdir runs/{config_name}-{stage_name} (see chapter 04), then copy "
+                                f"runs/{config_name}-{stage_name}/ema.safetensors to {path}") from None
+
+
+def shipped_stages(config: str = "toy", stages=None) -> list:
+    """The stages of `config` to load (chapter 05): those named in `stages`, in cascade order, or (None)
+    every stage whose weights ship, from the base model up to the first stage without weights."""
+    everything = get_cascade(config)
+    if stages is None:
+        chosen = []
+        for s in everything:
+            if not shipped_weights_path(config, s.name).is_file():
+                break
+            chosen.append(s)
+        missing = [s.name for s in everything[len(chosen):]]
+        if missing and chosen:
+            print(f"note: no shipped weights for stage(s) {missing} of {config!r}; running {[s.name for s in chosen]}")
+        return chosen or list(everything[:1])  # nothing ships: load_stage explains how to train the base
+    unknown = set(stages) - {s.name for s in everything}
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)} for config {config!r}; "
+                         f"stages: {[s.name for s in everything]}")
+    return [s for s in everything if s.name in stages]
+
+
+def load_shipped(config: str = "toy", stages=None) -> list:
+    """[(stage, model_def, params)] of the shipped stages of `config` (`shipped_stages`), what
+    `Cascade.pretrained` runs (chapter 05)."""
+    return [load_stage(config, s.name) for s in shipped_stages(config, stages)]
