@@ -119,6 +119,23 @@ def test_x_transform_and_step_aware_hooks():
     assert len(seen) == 1
 
 
+def test_step_aware_hook_counts_steps_from_the_noisiest():
+    """Step 0 is the first, noisiest step (t = 1): per-step guidance weights (oscillating guidance,
+    chapter 08) are indexed by it, so a reversed count would swap which steps get the high weight."""
+    calls = []
+
+    def denoise(z, logsnr, step):
+        jax.debug.callback(lambda s, l: calls.append((int(s), float(l[0]))), step, logsnr, ordered=True)
+        return jnp.zeros_like(z)
+
+    num_steps = 5
+    D.sample(denoise, (2, 3), jax.random.PRNGKey(0), num_steps, "ddim", step_aware=True)
+    jax.effects_barrier()
+    assert [s for s, _ in calls] == list(range(num_steps))
+    t = 1.0 - np.arange(num_steps) / num_steps  # the step that goes from t to t - 1/N
+    np.testing.assert_allclose([l for _, l in calls], cosine_logsnr(jnp.asarray(t)), rtol=1e-5, atol=1e-4)
+
+
 def test_one_step_sampler_returns_the_denoiser_output():
     x = D.sample(lambda z, logsnr: jnp.full_like(z, 0.25), (3, 2), jax.random.PRNGKey(0), 1, "ancestral")
     np.testing.assert_allclose(x, 0.25)

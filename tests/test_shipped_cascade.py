@@ -24,10 +24,26 @@ def test_every_toy_stage_ships_weights_made_by_a_recorded_command():
     assert noaug["steps"] == read_metadata(shipped_weights_path("toy", "ssr"))["steps"]
 
 
-def test_pretrained_runs_the_whole_cascade():
+def test_pretrained_runs_the_whole_cascade_and_each_stage_follows_its_input():
+    """Every shipped stage runs, and each SR stage's video is closer to its own upsampled input than to
+    another prompt's: the stages really are conditioned on the video they are given (chapter 05)."""
+    import jax
+
+    from ivlib.cascade import SamplerSettings
+    from ivlib.conditioning import condition_video
+
     cascade = Cascade.pretrained("toy")
-    assert [s.name for s in cascade.stages] == ["base", "tsr", "ssr"]
-    assert cascade.stages[-1].output_shape == (16, 32, 32)
+    assert [s.name for s in cascade.stages] == [s.name for s in get_cascade("toy")]
+    prompts = ["a red 3 moving left", "a blue 7 moving up"]
+    videos = cascade.sample(prompts, jax.random.PRNGKey(0), SamplerSettings(num_steps=8, guidance=1.0))
+    for stage, video in zip(cascade.stages, videos):
+        assert video.shape == (len(prompts),) + stage.output_shape + (3,), stage.name
+        assert np.all(np.isfinite(video)) and np.abs(video).max() <= 1.0 + 1e-6, stage.name  # static clipping
+    for stage, low, high in zip(cascade.stages[1:], videos, videos[1:]):
+        cond = np.asarray(condition_video(stage, low))
+        own = np.mean((np.asarray(high) - cond) ** 2, axis=(1, 2, 3, 4))
+        swapped = np.mean((np.asarray(high) - cond[::-1]) ** 2, axis=(1, 2, 3, 4))
+        assert np.all(own < 0.5 * swapped), (stage.name, own, swapped)
 
 
 def test_generate_writes_a_text_conditioned_video_of_16_frames_at_32x32(tmp_path, capsys):

@@ -74,3 +74,51 @@ def test_unwritable_workdir_raises(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(ValueError, match="not a writable directory"):
         train(_cfg(blocker / "run"), progress=False, stage=TINY)
+
+
+def test_a_stage_trained_to_predict_eps_is_sampled_by_decoding_eps(tmp_path, monkeypatch):
+    """One source of truth for the target (chapter 02): --target eps changes the stage for the run, the
+    weight file records it, and the loaded stage's sampler decodes the network output as ε."""
+    from ivlib import cli
+    from ivlib.cascade import sample_stage, stage_denoiser
+    from ivlib.diffusion import x_from_eps, x_from_v
+    from ivlib.pretrained import load_weights
+    from ivlib.weights import read_metadata
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda cfg, **kw: seen.append(cfg))
+    cli.main(["train", "--workdir", str(tmp_path / "cli"), "--target", "eps"])
+    cli.main(["train", "--workdir", str(tmp_path / "cli")])
+    assert [cfg.target for cfg in seen] == ["eps", None]  # None: the stage's own target
+    monkeypatch.undo()
+
+    train(_cfg(tmp_path, steps=2, target="eps"), progress=False, stage=TINY)
+    assert TINY.unet.target == "v" and read_metadata(tmp_path / "ema.safetensors")["target"] == "eps"
+    stage, model_def, params = load_weights(TINY, tmp_path / "ema.safetensors")
+    assert stage.unet.target == "eps" and stage.with_target("v") == TINY
+
+    model = model_def.bind(params)
+    k = jax.random.split(jax.random.PRNGKey(0), 2)
+    z, logsnr = jax.random.normal(k[0], (2, 4, 8, 8, 3)), jnp.array([-2.0, 3.0])
+    text, mask = jax.random.normal(k[1], (2, 5, 64)), jnp.ones((2, 5), bool)
+    out = model(z, logsnr, text, mask)
+    x_pred = stage_denoiser(stage, model, text, mask, jnp.zeros((1,)))(z, logsnr, 0)  # guidance w = 0
+    np.testing.assert_allclose(x_pred, x_from_eps(z, out, logsnr), rtol=1e-4, atol=1e-4)
+    assert float(jnp.abs(x_pred - x_from_v(z, out, logsnr)).max()) > 0.1
+    # and sample_stage uses it: one DDIM step returns the x prediction at z_1 = N(0, I) from the first split key
+    key = jax.random.PRNGKey(3)
+    sampled = sample_stage(stage, model_def, params, key, text=text, text_mask=mask, num_steps=1, sampler="ddim",
+                           threshold="none")
+    z_1 = jax.random.normal(jax.random.split(key)[0], z.shape)
+    logsnr_1 = jnp.full((2,), -20.0)  # λ(t = 1), the cosine schedule's clip
+    np.testing.assert_allclose(sampled, x_from_eps(z_1, model(z_1, logsnr_1, text, mask), logsnr_1), rtol=1e-3,
+                               atol=1e-3 * float(jnp.abs(sampled).max()))
+
+
+def test_weight_files_written_before_the_target_was_recorded_read_their_train_config():
+    from ivlib.pretrained import trained_target
+
+    assert trained_target(TINY, {"target": "eps", "train_config": {"target": "v"}}) == "eps"
+    assert trained_target(TINY, {"train_config": {"target": "x"}}) == "x"
+    assert trained_target(TINY, {"train_config": {"target": None}}) == "v"
+    assert trained_target(TINY, {}) == "v"
