@@ -36,7 +36,8 @@ import numpy as np
 from ivlib import metrics
 from ivlib.cascade import Cascade, SamplerSettings, sample_stage, stage_settings
 from ivlib.data import make_dataset
-from ivlib.pretrained import load_stage
+from ivlib.pretrained import load_stage, trained_text_encoder
+from ivlib.text import EmbeddingCache, text_encoder
 from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
 
 OUT = WEIGHTS_DIR / "toy_ssr.augmentation.json"
@@ -73,7 +74,10 @@ def run(num_videos, steps, sr_steps, batch_size, seed):
     prompts = truth["caption"]
     inputs = {"ground truth": test.render(truth["params"], out_stage.in_frames, out_stage.in_height,
                                           out_stage.in_width)}
-    text, mask = cascade.embed(prompts)
+    names = {trained_text_encoder("toy", "ssr"), trained_text_encoder("toy", "ssr", shipped_weights_path("toy", "ssr_noaug"))}
+    if len(names) != 1:
+        raise ValueError(f"the two SSR stages were trained on different text encoders {sorted(names)}; retrain one")
+    text, mask = EmbeddingCache(text_encoder(names.pop())).get(list(prompts))  # what the SSR stages learnt to read
     start = time.perf_counter()
     inputs["base+tsr"] = cascade.sample_final(prompts, jax.random.PRNGKey(seed + 7), settings, batch_size)
     grain = np.random.default_rng(seed).standard_normal(inputs["ground truth"].shape).astype(np.float32)

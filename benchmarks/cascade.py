@@ -30,10 +30,10 @@ def _timed(fn):
 
 def bench(cascade, batch_size, settings, repeats):
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch_size)]
-    text, mask = cascade.embed(prompts)
     rows, video, total = [], None, 0.0
     for i, (stage, model_def, params) in enumerate(zip(cascade.stages, cascade.model_defs, cascade.params)):
         s = settings[stage.name]
+        text, mask = cascade.embed(prompts, stage.name)  # each stage reads the encoder it was trained on
 
         def run(seed, low_res=video):
             return sample_stage(stage, model_def, params, jax.random.PRNGKey(seed), text=text, text_mask=mask,

@@ -22,7 +22,7 @@ from ivlib.conditioning import (augment_condition, augment_for_sampling, augment
                                 sampling_condition, upsample_spatial, upsample_temporal)
 from ivlib.diffusion import sample, x_from_prediction
 from ivlib.guidance import THRESHOLDS, classifier_free_prediction, oscillating_weights, threshold_fn
-from ivlib.pretrained import load_shipped, load_stage
+from ivlib.pretrained import load_shipped, load_stage, trained_text_encoder
 from ivlib.stage import Stage, check_chain
 
 __all__ = [  # this module's own names, then those re-exported for the chapters (see the docstring)
@@ -125,34 +125,51 @@ class Cascade:
     """A chain of stages with their trained parameters (chapter 05): text -> base -> SR -> ... -> video."""
 
     def __init__(self, stages, model_defs, params, text_encoder=None):
+        """text_encoder: one `TextEncoder` for every stage (the paper's frozen T5), or a sequence with one
+        per stage, each the encoder that stage was trained on."""
         stages = tuple(stages)
         check_chain(stages)
         if not len(stages) == len(model_defs) == len(params):
             raise ValueError("stages, model_defs and params must have one entry per stage")
         self.stages, self.model_defs, self.params = stages, tuple(model_defs), tuple(params)
-        self.text_encoder = text_encoder
-        self._cache = None
+        encoders = tuple(text_encoder) if isinstance(text_encoder, (list, tuple)) else (text_encoder,) * len(stages)
+        if len(encoders) != len(stages):
+            raise ValueError(f"text_encoder: expected one encoder or one per stage ({len(stages)}), got {len(encoders)}")
+        self.text_encoders = encoders
+        self._caches = {}
+
+    @property
+    def text_encoder(self):
+        """The base stage's text encoder (every stage's, when they share one)."""
+        return self.text_encoders[0]
 
     @classmethod
     def pretrained(cls, config="toy", stages=None):
         """The shipped cascade of `config` (weights in ivlib/assets/weights) (chapter 05).
 
         stages: names of the stages to run; None takes every stage whose weights ship, from the
-        base model up to the first stage without weights (printing which ones are left out).
+        base model up to the first stage without weights (printing which ones are left out). Each
+        stage reads the frozen text encoder its weights were trained on (`trained_text_encoder`).
         """
-        from ivlib.text import default_text_encoder
+        from ivlib.text import text_encoder
 
         loaded = load_shipped(config, stages)
+        names = [trained_text_encoder(config, s.name) for s, _, _ in loaded]
         return cls([s for s, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded],
-                   default_text_encoder())
+                   [text_encoder(name) for name in names])
 
-    def embed(self, prompts):
-        """Cached text embeddings (B, L, D), mask (B, L) for a list of prompts (chapter 04)."""
+    def embed(self, prompts, stage=None):
+        """Cached text embeddings (B, L, D), mask (B, L) for a list of prompts, from the text encoder of
+        `stage` (a stage name; None: the base stage) (chapter 04)."""
         from ivlib.text import EmbeddingCache
 
-        if self._cache is None:
-            self._cache = EmbeddingCache(self.text_encoder)
-        return self._cache.get(list(prompts))
+        names = [s.name for s in self.stages]
+        if stage is not None and stage not in names:
+            raise ValueError(f"stage: expected one of {names}, got {stage!r}")
+        encoder = self.text_encoders[names.index(stage) if stage is not None else 0]
+        if id(encoder) not in self._caches:
+            self._caches[id(encoder)] = EmbeddingCache(encoder)
+        return self._caches[id(encoder)].get(list(prompts))
 
     def sample(self, prompts, key, settings=None):
         """Run every stage for `prompts`; returns the list of each stage's videos (the last is the final video).
@@ -161,9 +178,9 @@ class Cascade:
         """
         if isinstance(prompts, str) or not len(prompts):
             raise ValueError("prompts must be a non-empty list of strings")
-        text, mask = self.embed(prompts)
         videos, video = [], None
         for i, (stage, model_def, params) in enumerate(zip(self.stages, self.model_defs, self.params)):
+            text, mask = self.embed(prompts, stage.name)
             s = settings.get(stage.name, SamplerSettings()) if isinstance(settings, dict) else (settings or SamplerSettings())
             video = sample_stage(stage, model_def, params, jax.random.fold_in(key, i), text=text, text_mask=mask,
                                  low_res=video, batch_size=len(prompts), **s.sample_kwargs())

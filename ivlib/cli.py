@@ -95,7 +95,7 @@ def _train(args):
     cfg = TrainConfig(workdir=args.workdir, config=args.config, stage=args.stage, steps=args.steps,
                       batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                       ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
-                      target=args.target,
+                      target=args.target, text_encoder=args.text_encoder,
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed)
     train(cfg)
@@ -131,6 +131,30 @@ def _train_evaluator(args):
 
     path = train_evaluator(args.workdir, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     print(f"done: {path}; ship it with: cp {path} ivlib/assets/weights/evaluator.safetensors")
+
+
+def _pretrain_text(args):
+    from ivlib.text.pretrain import pretrain_toy_t5, save_toy_t5
+
+    encoder, history = pretrain_toy_t5(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                       seed=args.seed)
+    command = f"ivlib pretrain-text --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed}"
+    path = save_toy_t5(encoder, args.out, {"command": command, "history": history,
+                                           "objective": "masked-token prediction on toy captions"})
+    print(f"wrote the pretrained toy T5 to {path} (masked-token accuracy {history[-1]['accuracy']:.3f})")
+
+
+def _train_attributes(args):
+    from ivlib.attributes import WEIGHTS_PATH, train_attribute_classifier
+    from ivlib.weights import save_params
+
+    from flax import nnx
+
+    model, accuracy = train_attribute_classifier(steps=args.steps, seed=args.seed)
+    out = args.out or str(WEIGHTS_PATH)
+    command = f"ivlib train-attributes --steps {args.steps} --seed {args.seed}"  # where it writes is not part of it
+    save_params(out, nnx.state(model, nnx.Param), metadata={"command": command, "test_accuracy": accuracy})
+    print(f"wrote {out}; held-out ground-truth accuracy {accuracy}")
 
 
 def _export(args):
@@ -190,6 +214,8 @@ def main(argv=None):
     tr.add_argument("--target", default=None, choices=["v", "eps", "x"],
                     help="what the network predicts, for this run (default: the stage's own, v in every config); "
                          "recorded in the weight file, so sampling decodes the same target (chapter 02)")
+    tr.add_argument("--text-encoder", default="toy-t5", choices=["toy-t5", "toy-t5-random"],
+                    help="frozen toy text encoder: pretrained (default) or random weights (chapter 04's ablation)")
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')
     tr.add_argument("--checkpoint-every", type=int, default=100)
@@ -218,6 +244,20 @@ def main(argv=None):
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(run=_train_evaluator)
+
+    pt = commands.add_parser("pretrain-text", help="pretrain the toy T5 encoder on toy captions (chapter 04)")
+    pt.add_argument("--out", default="ivlib/assets/text/toy_t5.safetensors")
+    pt.add_argument("--steps", type=int, default=3000)
+    pt.add_argument("--batch-size", type=int, default=256)
+    pt.add_argument("--learning-rate", type=float, default=3e-3)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.set_defaults(run=_pretrain_text)
+
+    ta = commands.add_parser("train-attributes", help="train the digit/colour/motion classifier of ivlib.attributes")
+    ta.add_argument("--steps", type=int, default=2000)
+    ta.add_argument("--seed", type=int, default=0)
+    ta.add_argument("--out", default="", help="default: ivlib/assets/weights/attributes.safetensors")
+    ta.set_defaults(run=_train_attributes)
 
     ex = commands.add_parser("export", help="write the EMA weights of a run's newest checkpoint (safe while it trains)")
     ex.add_argument("--workdir", required=True)

@@ -88,10 +88,10 @@ class Evaluator:
     `load_evaluator()`. Videos of any multiple of 8 frames and any size are `prepare`d first."""
 
     def __init__(self, model: DualEncoder, metadata=None, chunk=64):
-        from ivlib.text import EmbeddingCache, default_text_encoder
+        from ivlib.text import RANDOM_NAME, EmbeddingCache, text_encoder
 
         self.config, self.metadata, self.chunk = model.config, dict(metadata or {}), chunk
-        self.text_cache = EmbeddingCache(default_text_encoder(TEXT_LENGTH))
+        self.text_cache = EmbeddingCache(text_encoder(RANDOM_NAME, TEXT_LENGTH))
         graphdef, state = nnx.split(model)
         video = jax.jit(lambda state, v: nnx.merge(graphdef, state).video(v))
         text = jax.jit(lambda state, e, m: l2_normalize(nnx.merge(graphdef, state).text(e, m)))
@@ -139,7 +139,8 @@ def load_evaluator(path=None) -> Evaluator:
     """The shipped toy evaluator (chapter 04), loaded once per process and path.
 
     Raises FileNotFoundError naming the training command when the weights are missing, and ValueError
-    when they were trained on another frozen text encoder than `default_text_encoder` is now.
+    when they were trained on another frozen text encoder than its own: the random toy T5 ("toy-t5-random"),
+    kept apart from the models' pretrained one so that retraining those never changes the yardstick.
     """
     return _load(str(pathlib.Path(path or WEIGHTS_PATH).absolute()))
 
@@ -314,7 +315,7 @@ def train_evaluator(workdir, steps=2000, batch_size=64, seed=0, learning_rate=1e
     """
     from ivlib.data import make_dataset
     from ivlib.loop import apply_gradients, check_workdir, fit, init_state
-    from ivlib.text import EmbeddingCache, default_text_encoder
+    from ivlib.text import RANDOM_NAME, EmbeddingCache, text_encoder
     from ivlib.train import default_optimizer
     from ivlib.weights import save_params
 
@@ -323,7 +324,7 @@ def train_evaluator(workdir, steps=2000, batch_size=64, seed=0, learning_rate=1e
     path = check_workdir(workdir)
     config = DualEncoderConfig()
     data = make_dataset(DATASET, frames=config.frames, height=config.height, width=config.width, seed=seed)
-    text_cache = EmbeddingCache(default_text_encoder(TEXT_LENGTH))
+    text_cache = EmbeddingCache(text_encoder(RANDOM_NAME, TEXT_LENGTH))
     graphdef, params = nnx.split(DualEncoder(config, rngs=nnx.Rngs(seed)))
     tx = default_optimizer(learning_rate, warmup_steps)
 

@@ -25,6 +25,20 @@ def trained_target(stage: Stage, metadata: dict) -> str:
     return target or stage.unet.target
 
 
+# Weight files written before the trainer recorded its text encoder all came from `ivlib train` on the toy
+# configs when its only text encoder was the random toy T5.
+LEGACY_TEXT_ENCODER = "toy-t5-random"
+
+
+def trained_text_encoder(config_name: str, stage_name: str, path=None) -> str:
+    """The name (`ivlib.text.text_encoder`) of the frozen text encoder a stage's weights were trained on
+    (chapter 04): the "text_encoder" of the file's training config, else LEGACY_TEXT_ENCODER. A stage
+    must be sampled with the embeddings it learnt to read."""
+    path = pathlib.Path(path or shipped_weights_path(config_name, stage_name))
+    train_config = (read_metadata(path) if path.is_file() else {}).get("train_config") or {}
+    return train_config.get("text_encoder") or LEGACY_TEXT_ENCODER
+
+
 def load_weights(stage: Stage, path):
     """(stage, model_def, params) of `stage` with the weights at `path` (chapter 04).
 

@@ -45,6 +45,7 @@ class TrainConfig:
     dataset: str = "digits"
     dataset_options: dict = field(default_factory=dict)
     max_text_length: int = 32
+    text_encoder: str = "toy-t5"  # a name of `ivlib.text.text_encoder`: "toy-t5" (pretrained) or "toy-t5-random"
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -88,7 +89,7 @@ class BatchSource:
 
     def __init__(self, stage, cfg: TrainConfig, text_cache=None):
         from ivlib.data import make_dataset
-        from ivlib.text import EmbeddingCache, default_text_encoder
+        from ivlib.text import EmbeddingCache, text_encoder
 
         self.stage = stage
         self.dataset = make_dataset(cfg.dataset, frames=stage.frames, height=stage.height, width=stage.width,
@@ -96,7 +97,7 @@ class BatchSource:
         self.batch_size = cfg.batch_size
         self.text = text_cache
         if stage.unet.text_dim and self.text is None:
-            self.text = EmbeddingCache(default_text_encoder(cfg.max_text_length))
+            self.text = EmbeddingCache(text_encoder(cfg.text_encoder, cfg.max_text_length))
         if self.text is not None and self.text.encoder.dim != stage.unet.text_dim:
             raise ValueError(f"stage {stage.name!r} expects text embeddings of width {stage.unet.text_dim}, "
                              f"the text encoder gives {self.text.encoder.dim}")

@@ -32,7 +32,8 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def enc():
-    return text.default_text_encoder()
+    """The random toy T5: the properties below are of its weights (the pretrained one: test_pretrained_text.py)."""
+    return text.text_encoder(text.RANDOM_NAME)
 
 
 def _copy_fixture(tmp_path, tensors=None, **config_changes):
@@ -187,12 +188,12 @@ def test_shipped_tokenizer_is_what_the_script_builds():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# --- the default encoder ------------------------------------------------------------------------------
+# --- the random toy encoder -----------------------------------------------------------------------------
 PROMPTS = ["a red circle moving left", "a red circle moving right", "the digit 7 bouncing", "a blue striped square"]
 
 
 def test_default_encoder_shapes_scale_and_padding(enc):
-    assert text.default_text_encoder(max_length=32) is enc and enc.dim == 64 and enc.max_length == 32
+    assert text.text_encoder(text.RANDOM_NAME, max_length=32) is enc and enc.dim == 64 and enc.max_length == 32
     emb, mask = enc.encode(PROMPTS)
     emb, mask = np.asarray(emb), np.asarray(mask)
     assert emb.shape == (4, 32, 64) and emb.dtype == np.float32 and mask.dtype == bool
@@ -222,7 +223,7 @@ def test_default_encoder_is_batch_independent_and_padding_invariant(enc):
     batch, _ = enc.encode(PROMPTS)
     alone, _ = enc.encode([PROMPTS[2]])
     np.testing.assert_allclose(np.asarray(batch[2]), np.asarray(alone[0]), atol=1e-5)
-    short, short_mask = text.default_text_encoder(16).encode(PROMPTS)
+    short, short_mask = text.text_encoder(text.RANDOM_NAME, 16).encode(PROMPTS)
     np.testing.assert_allclose(np.asarray(short), np.asarray(batch)[:, :16], atol=1e-5)  # padding changes nothing
     assert np.asarray(short_mask).shape == (4, 16)
 

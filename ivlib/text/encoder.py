@@ -123,31 +123,65 @@ def toy_tokenizer():
         model_max_length=1 << 20)
 
 
-def default_text_encoder(max_length: int = 32) -> TextEncoder:
-    """The small offline text encoder of the toy cascade and the tests, one per process and max_length (chapter 04).
+PRETRAINED_NAME = "toy-t5"  # the default: pretrained on the toy caption language (`ivlib.text.pretrain`)
+RANDOM_NAME = "toy-t5-random"  # the same architecture with random frozen weights (the ablation; the evaluator's)
+TEXT_ENCODERS = (PRETRAINED_NAME, RANDOM_NAME)
+PRETRAINED_FILE = ASSETS / "toy_t5.safetensors"
+PRETRAIN_COMMAND = "ivlib pretrain-text --out ivlib/assets/text/toy_t5.safetensors"
 
-    What it is, honestly: a T5 v1.1 encoder of `DEFAULT_CONFIG` (d_model 64, 2 layers, 4 heads, about
-    0.1M parameters) whose weights are drawn at first use from a fixed seed with numpy (T5's initial
-    scales; a stronger random position bias, our choice) and then frozen, over the toy tokenizer.
-    It carries token identity, order and context through random weights and has no pretrained
-    language knowledge: synonyms are no closer than unrelated words. The diffusion model's
-    cross-attention learns to read it. Outputs have per-token RMS 1 (the final RMSNorm).
+
+def default_text_encoder(max_length: int = 32) -> TextEncoder:
+    """The toy cascade's frozen text encoder: the pretrained toy T5 (chapter 04). Same as text_encoder("toy-t5")."""
+    return text_encoder(PRETRAINED_NAME, max_length)
+
+
+def text_encoder(name: str = PRETRAINED_NAME, max_length: int = 32) -> TextEncoder:
+    """A small offline toy text encoder by name, one per process, name and max_length (chapter 04).
+
+    Both are T5 v1.1 encoders of `DEFAULT_CONFIG` (d_model 64, 2 layers, 4 heads, about 0.1M parameters)
+    over the toy tokenizer, with per-token RMS 1 (the final RMSNorm):
+
+    * "toy-t5" (the default): pretrained by masked-token prediction on captions of the toy language
+      (`ivlib.text.pretrain`), shipped in `ivlib/assets/text/toy_t5.safetensors`, then frozen — the toy's
+      counterpart of the paper's pretrained T5-XXL (§2.1).
+    * "toy-t5-random": the weights drawn from a fixed seed with numpy (T5's initial scales; a stronger
+      random position bias, our choice) and frozen, never trained. It carries token identity, order and
+      context through random weights and has no knowledge of the language: the ablation of chapter 04,
+      and the text tower of the toy evaluator (`ivlib.metrics`), which must not change with the models.
+
     max_length: 32 tokens by default, our choice: toy captions have at most ~15 words (`t5_text_encoder`: 128).
     """
+    if name not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {name!r}; expected one of {TEXT_ENCODERS} "
+                         "(or use t5_text_encoder() for a Hugging Face T5)")
     if isinstance(max_length, bool) or not isinstance(max_length, int):
         raise ValueError(f"max_length must be an int >= 2 (tokens + EOS), got {max_length!r}")
-    return _default_text_encoder(max_length)
+    return _text_encoder(name, max_length)
 
 
 @functools.lru_cache(maxsize=None)
-def _default_t5() -> T5Encoder:
+def _random_t5() -> T5Encoder:
     return random_t5_encoder(DEFAULT_CONFIG, DEFAULT_SEED, DEFAULT_BIAS_STD)
 
 
 @functools.lru_cache(maxsize=None)
-def _default_text_encoder(max_length: int) -> TextEncoder:
+def _pretrained_t5() -> T5Encoder:
+    from ivlib.weights import load_params
+
+    if not PRETRAINED_FILE.is_file():
+        raise FileNotFoundError(f"the pretrained toy T5 is missing ({PRETRAINED_FILE}); make it with `{PRETRAIN_COMMAND}` "
+                                f"or use text_encoder({RANDOM_NAME!r})")
+    model = random_t5_encoder(DEFAULT_CONFIG, DEFAULT_SEED, DEFAULT_BIAS_STD)  # its own Variables: the random one stays
+    nnx.update(model, load_params(PRETRAINED_FILE, nnx.state(model, nnx.Param)))
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def _text_encoder(name: str, max_length: int) -> TextEncoder:
     # The name goes into saved EmbeddingCache files: change its version whenever the weights would change.
-    return TextEncoder(toy_tokenizer(), _default_t5(), max_length, name=f"ivlib-toy-t5-v1-seed{DEFAULT_SEED}")
+    if name == RANDOM_NAME:
+        return TextEncoder(toy_tokenizer(), _random_t5(), max_length, name=f"ivlib-toy-t5-v1-seed{DEFAULT_SEED}")
+    return TextEncoder(toy_tokenizer(), _pretrained_t5(), max_length, name="ivlib-toy-t5-pretrained-v1")
 
 
 def t5_text_encoder(name: str = "google/t5-v1_1-xxl", max_length: int = 128, dtype=jnp.bfloat16,
