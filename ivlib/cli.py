@@ -145,15 +145,15 @@ def _pretrain_text(args):
 
 
 def _train_attributes(args):
+    from flax import nnx
+
     from ivlib.attributes import WEIGHTS_PATH, train_attribute_classifier
     from ivlib.weights import save_params
 
-    from flax import nnx
-
-    model, accuracy = train_attribute_classifier(steps=args.steps, seed=args.seed)
-    out = args.out or str(WEIGHTS_PATH)
-    command = f"ivlib train-attributes --steps {args.steps} --seed {args.seed}"  # where it writes is not part of it
-    save_params(out, nnx.state(model, nnx.Param), metadata={"command": command, "test_accuracy": accuracy})
+    model, accuracy = train_attribute_classifier(args.workdir, steps=args.steps, seed=args.seed)
+    command = f"ivlib train-attributes --workdir {args.workdir} --steps {args.steps}" + (f" --seed {args.seed}" if args.seed else "")
+    out = save_params(args.out or WEIGHTS_PATH, nnx.state(model, nnx.Param),
+                      metadata={"command": command, "test_accuracy": accuracy})
     print(f"wrote {out}; held-out ground-truth accuracy {accuracy}")
 
 
@@ -254,6 +254,7 @@ def main(argv=None):
     pt.set_defaults(run=_pretrain_text)
 
     ta = commands.add_parser("train-attributes", help="train the digit/colour/motion classifier of ivlib.attributes")
+    ta.add_argument("--workdir", required=True, help="checkpoints and metrics.jsonl go here (resumes from them)")
     ta.add_argument("--steps", type=int, default=2000)
     ta.add_argument("--seed", type=int, default=0)
     ta.add_argument("--out", default="", help="default: ivlib/assets/weights/attributes.safetensors")

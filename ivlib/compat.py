@@ -1,6 +1,6 @@
 """Differences between the jax / flax versions ivlib runs on, in one place (chapters 03, 04, 10).
 
-Colab's TPU runtime ships an older jax and flax than PyPI's newest (DESIGN.md), so ivlib supports both.
+Colab's TPU runtime ships an older jax and flax than PyPI's newest, so ivlib supports both.
 Each shim here says which versions differ and how; nothing else in the library tests versions.
 """
 

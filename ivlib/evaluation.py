@@ -3,7 +3,8 @@
 Held-out prompts (the test split: captions never seen in training) go through the cascade; its
 videos get the toy evaluator's frame-averaged CLIP score, CLIP R-precision and FVD against an
 independent draw of ground-truth test videos; the ground-truth videos of the same prompts get the
-same metrics — the ground-truth row printed beside every model row.
+same metrics — the ground-truth row printed beside every model row. For one-digit prompts both rows
+also get the accuracy of each attribute (digit, colour, motion; `ivlib.attributes`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import jax
 
+from ivlib.attributes import attribute_accuracy, one_digit_prompts
 from ivlib.metrics import evaluate, load_evaluator
 
 
@@ -35,9 +37,13 @@ def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_vid
     start = time.perf_counter()
     videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, batch_size)
     seconds = time.perf_counter() - start
+    model, ground_truth = (evaluate(v, prompts, other["video"], evaluator, seed=seed) for v in (videos, truth["video"]))
+    if one_digit_prompts(prompts):  # what each video gets right: digit, colour, motion (chapter 04)
+        model["attributes"] = attribute_accuracy(videos, prompts)
+        ground_truth["attributes"] = attribute_accuracy(truth["video"], prompts)
     return {
-        "model": evaluate(videos, prompts, other["video"], evaluator, seed=seed),
-        "ground_truth": evaluate(truth["video"], prompts, other["video"], evaluator, seed=seed),
+        "model": model,
+        "ground_truth": ground_truth,
         "seconds_per_video": seconds / num_videos,
         "num_videos": num_videos, "dataset": dataset, "dataset_options": dataset_options or {},
         "stages": [s.name for s in cascade.stages], "seed": seed,

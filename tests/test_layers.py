@@ -1,4 +1,4 @@
-"""The library's imports point one way: down (DESIGN.md, "Layers, bottom to top").
+"""The library's imports point one way: down, from what faces a person to the equations at the bottom.
 
 Every module of `ivlib/` sits in one layer of `LAYERS`, from the equations at the bottom to what faces
 a person at the top. The test reads each module's source with `ast` and checks three things:

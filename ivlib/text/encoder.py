@@ -15,24 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .prompts import check_prompts
 from .t5 import T5Config, T5Encoder, load_t5_encoder, random_t5_encoder, resolve_checkpoint
 
 ASSETS = Path(__file__).parent.parent / "assets" / "text"
-
-
-def _check_prompts(prompts) -> list:
-    """prompts: a list/tuple (or 1-D numpy array) of str -> list of str, else a ValueError saying what is wrong."""
-    if isinstance(prompts, np.ndarray) and prompts.ndim == 1:
-        prompts = prompts.tolist()
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise ValueError("prompts must be a list of strings (wrap one prompt as [prompt]), "
-                         f"got {type(prompts).__name__}")
-    if not prompts:
-        raise ValueError("prompts is empty: pass at least one prompt (\"\" is the unconditional prompt)")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise ValueError(f"prompts[{i}] must be a str, got {type(p).__name__}: {p!r}")
-    return list(prompts)
 
 
 class TextEncoder:
@@ -60,7 +46,7 @@ class TextEncoder:
 
     def tokenize(self, prompts):
         """prompts: list of B str -> (input_ids (B, max_length) int32, mask (B, max_length) bool), numpy."""
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         lengths = [len(ids) for ids in self.tokenizer(prompts, verbose=False)["input_ids"]]
         too_long = [(p, n) for p, n in zip(prompts, lengths) if n > self.max_length]
         if too_long:

@@ -1,0 +1,183 @@
+"""Chapter 04's recipe ablation for the toy base model: text encoder, cross-attention placement, EMA, steps.
+
+    python benchmarks/recipe_ablation.py train ARM [--steps N] [--cpu-devices K]   # train (or resume) one arm
+    python benchmarks/recipe_ablation.py eval [--num-videos 64]                    # score every arm and checkpoint
+
+Arms (everything else as in `ivlib train --config toy --stage base`: batch 32, learning rate 1e-3, EMA 0.999):
+  recipe     the shipped recipe: the pretrained toy T5, text cross-attention at 16x16 and 8x8. Trained by the
+             README's command in runs/toy-base; `train recipe` runs exactly that command.
+  random-t5  the same with the random frozen toy T5 ("toy-t5-random")
+  xattn-8x8  the same with text cross-attention at 8x8 only (Imagen's placement beside self-attention)
+
+Every row is scored as `ivlib eval --stages base --guidance 0` scores the shipped model: 64 held-out prompts, 32 ancestral
+steps, no guidance (w = 0; chapter 08 sweeps w) and static clipping, the toy evaluator's CLIP score / R-precision / FVD, plus the accuracy
+of digit, colour and motion (`ivlib.attributes`), for the EMA and the raw weights of each checkpoint. Each arm's
+CPU minutes (user + system time of its training processes) are read from <workdir>/cpu.json. The table goes to
+ivlib/assets/weights/toy_base.ablation.json, which chapter 04 reads.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.ablation.json"
+RECIPE = ["--config", "toy", "--stage", "base", "--batch-size", "32", "--learning-rate", "1e-3",
+          "--dataset", "digits", "--dataset-options", '{"max_objects": 1}', "--keep-checkpoints", "50"]
+ARMS = {
+    "recipe": {"workdir": "runs/toy-base", "args": []},
+    "random-t5": {"workdir": "runs/ablation/random-t5", "args": ["--text-encoder", "toy-t5-random"]},
+    "xattn-8x8": {"workdir": "runs/ablation/xattn-8x8", "args": [], "cross_attention_16x16": False},
+}
+GUIDANCE = 0.0  # the recipe's own model, no guidance: chapter 08 sweeps w on the model the recipe makes
+
+
+def arm_stage(arm):
+    """The Stage an arm trains: the toy base, with cross-attention at 16x16 switched off for xattn-8x8."""
+    from ivlib.configs import get_stage
+
+    stage = get_stage("toy", "base")
+    if ARMS[arm].get("cross_attention_16x16", True):
+        return stage
+    levels = (dataclasses.replace(stage.unet.levels[0], cross_attention=False),) + stage.unet.levels[1:]
+    return dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, levels=levels))
+
+
+def _record_cpu(workdir, seconds_before):
+    """Add this process's CPU time (and its children's) to <workdir>/cpu.json."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    seconds = sum(u.ru_utime + u.ru_stime for u in usage) - seconds_before
+    path = ROOT / workdir / "cpu.json"
+    total = json.loads(path.read_text())["cpu_seconds"] if path.exists() else 0.0
+    path.write_text(json.dumps({"cpu_seconds": total + seconds}))
+
+
+def train(arm, steps, cpu_devices):
+    """Train (or resume) one arm; the recipe arm is the README's `ivlib train` command itself."""
+    spec = ARMS[arm]
+    start = time.time()
+    try:
+        if arm == "recipe" or "cross_attention_16x16" not in spec:
+            command = [sys.executable, "-m", "ivlib.cli", "train", *RECIPE, *spec["args"], "--workdir", spec["workdir"],
+                       "--steps", str(steps), "--cpu-devices", str(cpu_devices)]
+            print(" ".join(command), flush=True)
+            subprocess.run(command, cwd=ROOT, check=True)
+        else:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped early: still record the CPU time
+            os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cpu_devices}"
+            from ivlib.trainer import TrainConfig, train as run
+
+            cfg = TrainConfig(workdir=str(ROOT / spec["workdir"]), steps=steps, batch_size=32, learning_rate=1e-3,
+                              dataset="digits", dataset_options={"max_objects": 1}, keep_checkpoints=50)
+            run(cfg, stage=arm_stage(arm))
+    finally:
+        _record_cpu(spec["workdir"], 0.0)
+        print(f"{arm}: {(time.time() - start) / 60:.1f} wall minutes this call")
+
+
+def restore(arm, step):
+    """(stage, model_def, {"ema": ..., "params": ...}) of an arm's checkpoint at `step`."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from ivlib.train import create_state, default_optimizer
+
+    stage = arm_stage(arm)
+    config = json.loads((ROOT / ARMS[arm]["workdir"] / "config.json").read_text())
+    model_def, state = create_state(stage.unet, default_optimizer(config["learning_rate"], config["warmup_steps"]),
+                                    jax.random.PRNGKey(0))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+    manager = ocp.CheckpointManager(ROOT / ARMS[arm]["workdir"] / "checkpoints")
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return stage, model_def, state, config.get("text_encoder", "toy-t5")
+
+
+def score(arm, step, weights, num_videos, guidance=GUIDANCE):
+    """One row: the `ivlib eval` metrics of an arm's checkpoint (EMA or raw weights)."""
+    from ivlib.cascade import Cascade, SamplerSettings
+    from ivlib.evaluation import evaluate_cascade
+    from ivlib.text import text_encoder
+
+    stage, model_def, state, encoder = restore(arm, step)
+    cascade = Cascade([stage], [model_def], [state[weights]], text_encoder(encoder))
+    settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
+    result = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1}, num_videos=num_videos,
+                              settings=settings)
+    return {"arm": arm, "step": step, "weights": weights, "text_encoder": encoder, "guidance": guidance,
+            **{k: result["model"][k] for k in ("clip_score", "r_precision", "fvd", "attributes")},
+            "ground_truth": result["ground_truth"]}
+
+
+def score_previous(num_videos, path, guidance=GUIDANCE):
+    """The row of the base model shipped before this recipe (random toy T5, cross-attention at 8x8, 1400 steps,
+    EMA 0.999): its weight file, as it is in git before the recipe's model replaced it."""
+    from ivlib.cascade import Cascade, SamplerSettings
+    from ivlib.evaluation import evaluate_cascade
+    from ivlib.pretrained import load_weights
+    from ivlib.text import text_encoder
+    from ivlib.weights import read_metadata
+
+    stage, model_def, params = load_weights(arm_stage("xattn-8x8"), path)
+    cascade = Cascade([stage], [model_def], [params], text_encoder("toy-t5-random"))
+    settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
+    result = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1}, num_videos=num_videos,
+                              settings=settings)
+    return {"arm": "previous", "step": read_metadata(path)["steps"], "weights": "ema", "text_encoder": "toy-t5-random",
+            "guidance": guidance, **{k: result["model"][k] for k in ("clip_score", "r_precision", "fvd", "attributes")},
+            "ground_truth": result["ground_truth"]}
+
+
+def evaluate(num_videos, steps_of, previous=None):
+    rows = json.loads(OUT.read_text())["rows"] if OUT.exists() else []
+    done = {(r["arm"], r["step"], r["weights"]) for r in rows}
+    if previous and not any(r["arm"] == "previous" for r in rows):
+        rows.append(score_previous(num_videos, previous))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "ground_truth"}), flush=True)
+    for arm, steps in steps_of.items():
+        for step in steps:
+            for weights in ("ema", "params"):
+                if (arm, step, weights) in done:
+                    continue
+                row = score(arm, step, weights, num_videos)
+                print(json.dumps({k: v for k, v in row.items() if k != "ground_truth"}), flush=True)
+                rows.append(row)
+                cost = ROOT / ARMS[arm]["workdir"] / "cpu.json"
+                table = {"rows": rows, "num_videos": num_videos, "guidance": GUIDANCE,
+                         "cpu_minutes": {a: round(json.loads((ROOT / s["workdir"] / "cpu.json").read_text())["cpu_seconds"]
+                                                  / 60, 1) for a, s in ARMS.items()
+                                         if (ROOT / s["workdir"] / "cpu.json").exists()},
+                         "command": "python benchmarks/recipe_ablation.py " + " ".join(sys.argv[1:])}
+                OUT.write_text(json.dumps(table, indent=1))
+    return OUT
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train")
+    tr.add_argument("arm", choices=list(ARMS))
+    tr.add_argument("--steps", type=int, default=600)
+    tr.add_argument("--cpu-devices", type=int, default=1)
+    ev = sub.add_parser("eval")
+    ev.add_argument("--num-videos", type=int, default=64)
+    ev.add_argument("--steps", default='{"recipe": [300, 600], "random-t5": [300, 600], "xattn-8x8": [300, 600]}',
+                    help="JSON: arm -> checkpoint steps to score")
+    ev.add_argument("--previous", default="", help="also score this weight file of the previously shipped base model "
+                    "(git show a37d41c:ivlib/assets/weights/toy_base.safetensors > previous.safetensors)")
+    args = parser.parse_args()
+    if args.command == "train":
+        train(args.arm, args.steps, args.cpu_devices)
+    else:
+        print(f"wrote {evaluate(args.num_videos, json.loads(args.steps), args.previous)}")
+
+
+if __name__ == "__main__":
+    main()
