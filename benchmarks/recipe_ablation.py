@@ -1,19 +1,20 @@
 """Chapter 04's recipe ablation for the toy base model: text encoder, cross-attention placement, EMA, steps.
 
-    python benchmarks/recipe_ablation.py train ARM [--steps N] [--cpu-devices K]   # train (or resume) one arm
-    python benchmarks/recipe_ablation.py eval [--num-videos 64]                    # score every arm and checkpoint
+    python benchmarks/recipe_ablation.py train ARM [--steps N]     # train (or resume) one arm
+    python benchmarks/recipe_ablation.py eval [--previous FILE]    # score every arm's checkpoints
 
-Arms (everything else as in `ivlib train --config toy --stage base`: batch 32, learning rate 1e-3, EMA 0.999):
-  recipe     the shipped recipe: the pretrained toy T5, text cross-attention at 16x16 and 8x8. Trained by the
-             README's command in runs/toy-base; `train recipe` runs exactly that command.
-  random-t5  the same with the random frozen toy T5 ("toy-t5-random")
-  xattn-8x8  the same with text cross-attention at 8x8 only (Imagen's placement beside self-attention)
+Every arm is `ivlib train --config toy --stage base` (batch 32, learning rate 1e-3, EMA 0.999, one CPU
+device, seed 0) with text cross-attention at both levels (16x16 and 8x8), and differs in one thing:
+  pretrained-t5  the frozen toy T5 pretrained on toy captions ("toy-t5", `ivlib pretrain-text`)
+  random-t5      the same T5 with random frozen weights ("toy-t5-random")
+and the row "previous" is the base model shipped before this ablation: the random toy T5 with
+cross-attention at 8x8 only, 1400 steps, otherwise the same command (`--previous` scores its weight file).
 
-Every row is scored as `ivlib eval --stages base --guidance 0` scores the shipped model: 64 held-out prompts, 32 ancestral
-steps, no guidance (w = 0; chapter 08 sweeps w) and static clipping, the toy evaluator's CLIP score / R-precision / FVD, plus the accuracy
-of digit, colour and motion (`ivlib.attributes`), for the EMA and the raw weights of each checkpoint. Each arm's
-CPU minutes (user + system time of its training processes) are read from <workdir>/cpu.json. The table goes to
-ivlib/assets/weights/toy_base.ablation.json, which chapter 04 reads.
+Rows are scored as `ivlib eval --stages base --guidance 0` scores the shipped model: 64 held-out prompts, 32
+ancestral steps, no guidance (w = 0; chapter 08 sweeps w) and static clipping, the toy evaluator's CLIP score /
+R-precision / FVD, plus the accuracy of digit, colour and motion (`ivlib.attributes`), for the EMA and the raw
+weights of each checkpoint. Each arm's CPU minutes (user + system time of its training processes) come from
+<workdir>/cpu.json. The table goes to ivlib/assets/weights/toy_base.ablation.json, which chapter 04 reads.
 """
 
 import argparse
@@ -22,7 +23,6 @@ import json
 import os
 import pathlib
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -32,19 +32,18 @@ OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.ablation.json"
 RECIPE = ["--config", "toy", "--stage", "base", "--batch-size", "32", "--learning-rate", "1e-3",
           "--dataset", "digits", "--dataset-options", '{"max_objects": 1}', "--keep-checkpoints", "50"]
 ARMS = {
-    "recipe": {"workdir": "runs/toy-base", "args": []},
+    "pretrained-t5": {"workdir": "runs/ablation/pretrained-t5", "args": ["--text-encoder", "toy-t5"]},
     "random-t5": {"workdir": "runs/ablation/random-t5", "args": ["--text-encoder", "toy-t5-random"]},
-    "xattn-8x8": {"workdir": "runs/ablation/xattn-8x8", "args": [], "cross_attention_16x16": False},
 }
 GUIDANCE = 0.0  # the recipe's own model, no guidance: chapter 08 sweeps w on the model the recipe makes
 
 
 def arm_stage(arm):
-    """The Stage an arm trains: the toy base, with cross-attention at 16x16 switched off for xattn-8x8."""
+    """The Stage an arm trains: the toy base; "previous" has text cross-attention at 8x8 only."""
     from ivlib.configs import get_stage
 
     stage = get_stage("toy", "base")
-    if ARMS[arm].get("cross_attention_16x16", True):
+    if arm != "previous":
         return stage
     levels = (dataclasses.replace(stage.unet.levels[0], cross_attention=False),) + stage.unet.levels[1:]
     return dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, levels=levels))
@@ -60,23 +59,14 @@ def _record_cpu(workdir, seconds_before):
 
 
 def train(arm, steps, cpu_devices):
-    """Train (or resume) one arm; the recipe arm is the README's `ivlib train` command itself."""
+    """Train (or resume) one arm with the `ivlib train` command itself."""
     spec = ARMS[arm]
     start = time.time()
     try:
-        if arm == "recipe" or "cross_attention_16x16" not in spec:
-            command = [sys.executable, "-m", "ivlib.cli", "train", *RECIPE, *spec["args"], "--workdir", spec["workdir"],
-                       "--steps", str(steps), "--cpu-devices", str(cpu_devices)]
-            print(" ".join(command), flush=True)
-            subprocess.run(command, cwd=ROOT, check=True)
-        else:
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped early: still record the CPU time
-            os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cpu_devices}"
-            from ivlib.trainer import TrainConfig, train as run
-
-            cfg = TrainConfig(workdir=str(ROOT / spec["workdir"]), steps=steps, batch_size=32, learning_rate=1e-3,
-                              dataset="digits", dataset_options={"max_objects": 1}, keep_checkpoints=50)
-            run(cfg, stage=arm_stage(arm))
+        command = [sys.executable, "-m", "ivlib.cli", "train", *RECIPE, *spec["args"], "--workdir", spec["workdir"],
+                   "--steps", str(steps), "--cpu-devices", str(cpu_devices)]
+        print(" ".join(command), flush=True)
+        subprocess.run(command, cwd=ROOT, check=True)
     finally:
         _record_cpu(spec["workdir"], 0.0)
         print(f"{arm}: {(time.time() - start) / 60:.1f} wall minutes this call")
@@ -125,7 +115,7 @@ def score_previous(num_videos, path, guidance=GUIDANCE):
     from ivlib.text import text_encoder
     from ivlib.weights import read_metadata
 
-    stage, model_def, params = load_weights(arm_stage("xattn-8x8"), path)
+    stage, model_def, params = load_weights(arm_stage("previous"), path)
     cascade = Cascade([stage], [model_def], [params], text_encoder("toy-t5-random"))
     settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
     result = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1}, num_videos=num_videos,
@@ -164,11 +154,11 @@ def main():
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train")
     tr.add_argument("arm", choices=list(ARMS))
-    tr.add_argument("--steps", type=int, default=600)
+    tr.add_argument("--steps", type=int, default=500)
     tr.add_argument("--cpu-devices", type=int, default=1)
     ev = sub.add_parser("eval")
     ev.add_argument("--num-videos", type=int, default=64)
-    ev.add_argument("--steps", default='{"recipe": [300, 600], "random-t5": [300, 600], "xattn-8x8": [300, 600]}',
+    ev.add_argument("--steps", default='{"pretrained-t5": [200, 500], "random-t5": [200, 500, 1000]}',
                     help="JSON: arm -> checkpoint steps to score")
     ev.add_argument("--previous", default="", help="also score this weight file of the previously shipped base model "
                     "(git show a37d41c:ivlib/assets/weights/toy_base.safetensors > previous.safetensors)")

@@ -40,7 +40,8 @@ def _add_sampling_args(parser):
     parser.add_argument("--steps", type=int, default=64, help="sampling steps of the base model")
     parser.add_argument("--sr-steps", type=int, default=32, help="sampling steps of each super-resolution stage")
     parser.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
-    parser.add_argument("--guidance", type=float, default=3.0, help="guidance weight w of the base model (eq. 5)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance weight w of the base model (eq. 5); default: the best of chapter 08's sweep")
     parser.add_argument("--sr-guidance", type=float, default=1.0, help="guidance weight of the SR stages")
     parser.add_argument("--oscillate", action="store_true", help="oscillating guidance: w, low, w, low, ... (§2.6.2)")
     parser.add_argument("--oscillate-low", type=float, default=1.0)
@@ -52,7 +53,10 @@ def _add_sampling_args(parser):
 def _sampling_settings(args, stages):
     """Per-stage SamplerSettings from the options of `_add_sampling_args`."""
     from ivlib.cascade import SamplerSettings, stage_settings
+    from ivlib.configs import toy
 
+    if args.guidance is None:
+        args.guidance = toy.GUIDANCE  # the best weight of chapter 08's sweep (see ivlib/configs/toy.py)
     oscillate = (args.guidance, args.oscillate_low, args.constant_steps) if args.oscillate else None
     base = SamplerSettings(num_steps=args.steps, sampler=args.sampler, guidance=args.guidance, oscillate=oscillate,
                            threshold=args.threshold, aug_snr=args.aug_snr)
@@ -214,8 +218,8 @@ def main(argv=None):
     tr.add_argument("--target", default=None, choices=["v", "eps", "x"],
                     help="what the network predicts, for this run (default: the stage's own, v in every config); "
                          "recorded in the weight file, so sampling decodes the same target (chapter 02)")
-    tr.add_argument("--text-encoder", default="toy-t5", choices=["toy-t5", "toy-t5-random"],
-                    help="frozen toy text encoder: pretrained (default) or random weights (chapter 04's ablation)")
+    tr.add_argument("--text-encoder", default="toy-t5-random", choices=["toy-t5-random", "toy-t5"],
+                    help="frozen toy text encoder: random weights (default) or pretrained on toy captions (chapter 04)")
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')
     tr.add_argument("--checkpoint-every", type=int, default=100)

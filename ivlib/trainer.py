@@ -45,7 +45,7 @@ class TrainConfig:
     dataset: str = "digits"
     dataset_options: dict = field(default_factory=dict)
     max_text_length: int = 32
-    text_encoder: str = "toy-t5"  # a name of `ivlib.text.text_encoder`: "toy-t5" (pretrained) or "toy-t5-random"
+    text_encoder: str = "toy-t5-random"  # a name of `ivlib.text.text_encoder` (the default: chapter 04's ablation)
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -144,7 +144,8 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
 
 def export_ema(workdir, out=None):
     """Write the EMA weights of the newest checkpoint in `workdir` to `out` (default <workdir>/ema.safetensors)
-    without touching the run — safe while it is still training (chapter 04)."""
+    without touching the run — safe while it is still training (chapter 04). The file's training config
+    records the checkpoint's step as --steps: the command that makes exactly these weights."""
     workdir = pathlib.Path(workdir).absolute()
     config_file = workdir / "config.json"
     if not config_file.is_file():
@@ -159,5 +160,9 @@ def export_ema(workdir, out=None):
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
     out = pathlib.Path(out or workdir / "ema.safetensors")
-    save_params(out, jax.device_get(state["ema"]), metadata=_weights_metadata(cfg, stage, int(state["step"]), raw))
-    return out, int(state["step"])
+    step = int(state["step"])
+    # The learning rate is constant after warm-up and step k always sees batch k, so the checkpoint of step k is
+    # exactly what the same command with --steps k makes: record that command.
+    recorded = {**raw, "steps": step}
+    save_params(out, jax.device_get(state["ema"]), metadata=_weights_metadata(cfg, stage, step, recorded))
+    return out, step

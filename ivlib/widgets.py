@@ -152,17 +152,20 @@ def sampler_widget(means, stds, weights, batch=4096, seed=0):
         num_steps=steps, sampler=sampler, gamma=gamma)
 
 
-def render_prompt(cascade, prompt, seed=0, guidance=3.0, oscillate=False, threshold="static", num_steps=32,
+def render_prompt(cascade, prompt, seed=0, guidance=None, oscillate=False, threshold="static", num_steps=32,
                   sampler="ancestral", num_videos=1):
     """Text -> video with a `Cascade` (chapters 04, 08): returns the final videos (num_videos, F, H, W, C) as numpy.
 
-    Pure: the same arguments give the same video. `oscillate` alternates `guidance` and 1 after a
-    quarter of the steps at the high weight (paper §2.6.2) on the base stage.
+    Pure: the same arguments give the same video. guidance: the base stage's w (None: the toy's default,
+    `ivlib.configs.toy.GUIDANCE`). `oscillate` alternates `guidance` and 1 after a quarter of the steps at
+    the high weight (paper §2.6.2) on the base stage.
     """
     import jax
 
     from ivlib.cascade import SamplerSettings, stage_settings
+    from ivlib.configs import toy
 
+    guidance = toy.GUIDANCE if guidance is None else guidance
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
     base = SamplerSettings(num_steps=int(num_steps), sampler=sampler, guidance=float(guidance), threshold=threshold,
@@ -181,7 +184,9 @@ def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
 
     text = ipywidgets.Text(value=prompt, description="prompt", continuous_update=False)
     seed = ipywidgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False)
-    weight = ipywidgets.FloatSlider(value=defaults.pop("guidance", 3.0), min=0.0, max=15.0, step=0.5,
+    from ivlib.configs import toy
+
+    weight = ipywidgets.FloatSlider(value=defaults.pop("guidance", toy.GUIDANCE), min=0.0, max=15.0, step=0.5,
                                     description="guidance w", continuous_update=False)
     threshold = ipywidgets.ToggleButtons(options=["dynamic", "static", "none"], value="static", description="threshold")
     oscillate = ipywidgets.Checkbox(value=False, description="oscillating guidance")

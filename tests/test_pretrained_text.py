@@ -4,7 +4,7 @@ masked-token objective is what the docstring says."""
 import numpy as np
 import pytest
 
-from ivlib.text import RANDOM_NAME, default_text_encoder, text_encoder
+from ivlib.text import PRETRAINED_NAME, RANDOM_NAME, default_text_encoder, text_encoder
 from ivlib.text.encoder import PRETRAINED_FILE
 from ivlib.text.pretrain import REFERENCE_TOKENS, mask_tokens, reference_embeddings
 from ivlib.weights import read_metadata
@@ -13,7 +13,7 @@ from ivlib.weights import read_metadata
 def test_shipped_weights_give_the_recorded_embeddings():
     meta = read_metadata(PRETRAINED_FILE)
     assert meta["command"].startswith("ivlib pretrain-text")
-    encoder = default_text_encoder()
+    encoder = text_encoder(PRETRAINED_NAME)
     emb, mask = encoder.encode(meta["reference_prompts"])
     np.testing.assert_allclose(np.asarray(emb)[:, :REFERENCE_TOKENS], meta["reference_embeddings"], atol=2e-5)
     assert np.asarray(mask).any(axis=1).all()
@@ -21,7 +21,7 @@ def test_shipped_weights_give_the_recorded_embeddings():
 
 def test_pretrained_differs_from_random_and_learned_the_objective():
     meta = read_metadata(PRETRAINED_FILE)
-    pretrained, random = default_text_encoder(), text_encoder(RANDOM_NAME)
+    pretrained, random = text_encoder(PRETRAINED_NAME), text_encoder(RANDOM_NAME)
     assert pretrained.name != random.name  # embedding caches can never mix them up
     a = np.asarray(reference_embeddings(pretrained.encoder))
     b = np.asarray(reference_embeddings(random.encoder))
@@ -53,5 +53,10 @@ def test_mask_tokens_follows_bert():
 
 def test_loading_the_pretrained_encoder_leaves_the_random_one_alone():
     random_before = np.asarray(reference_embeddings(text_encoder(RANDOM_NAME).encoder))
-    default_text_encoder()
+    text_encoder(PRETRAINED_NAME)
     np.testing.assert_array_equal(np.asarray(reference_embeddings(text_encoder(RANDOM_NAME).encoder)), random_before)
+
+
+def test_the_toy_cascade_reads_the_random_encoder():
+    # chapter 04's ablation: the masked-token-pretrained encoder slows the base model down (see DEFAULT_NAME)
+    assert default_text_encoder() is text_encoder(RANDOM_NAME)

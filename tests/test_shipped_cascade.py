@@ -77,3 +77,14 @@ def test_shipped_evaluations_record_their_commands():
         assert 0 <= result["model"]["r_precision"] <= 1 and np.isfinite(result["model"]["fvd"])
     ablation = json.loads((WEIGHTS_DIR / "toy_ssr.augmentation.json").read_text())
     assert {r["model"] for r in ablation["rows"]} == {"ground truth", "with augmentation", "without augmentation"}
+
+
+def test_default_guidance_is_the_sweeps_best():
+    import json
+
+    from ivlib.configs import toy
+    from ivlib.weights import shipped_weights_path
+
+    sweep = json.loads(shipped_weights_path("toy", "base").with_suffix(".guidance.json").read_text())
+    static = [r for r in sweep["rows"] if r["threshold"] == "static" and r["oscillate"] is None]
+    assert toy.GUIDANCE == max(static, key=lambda r: r["r_precision"])["guidance"]

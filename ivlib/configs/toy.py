@@ -14,20 +14,21 @@ from __future__ import annotations
 from ivlib.stage import Stage
 from ivlib.nn.unet import Level, UNetConfig
 
-TEXT_ENCODER = "ivlib-toy-t5"  # `ivlib.text.default_text_encoder()`, offline, random frozen weights
+TEXT_ENCODER = "toy-t5-random"  # `ivlib.text.default_text_encoder()`: offline, random frozen weights (chapter 04)
 TEXT_DIM = 64  # the toy T5 encoder's d_model
 TEXT_LENGTH = 32  # tokens per toy caption (`default_text_encoder`'s default)
 HEAD_DIM = 16  # small heads so that 48-channel levels can attend (48 / 16 = 3 heads)
 DTYPE = "float32"  # CPUs have no fast bfloat16
 
-# Base: 8 frames of 16x16. Temporal attention at both levels, spatial self-attention (and text
-# cross-attention) at 8x8 only. About 0.75M parameters.
+# Base: 8 frames of 16x16. Temporal attention at both levels, spatial self-attention at 8x8 only, text
+# cross-attention at both levels: at 16x16 too, where a digit's strokes are drawn (chapter 04 compares
+# it with cross-attention at 8x8 only, Imagen's placement beside self-attention). About 0.76M parameters.
 BASE = Stage("base", "base", UNetConfig(
     frames=8, height=16, width=16, text_dim=TEXT_DIM, head_dim=HEAD_DIM, dtype=DTYPE, target="v",
     frame_embedding=True,
     levels=(
-        Level(32, 1, spatial_attention=False, temporal="attention"),  # 16x16
-        Level(64, 1, spatial_attention=True, temporal="attention"),   # 8x8
+        Level(32, 1, spatial_attention=False, temporal="attention", cross_attention=True),  # 16x16
+        Level(64, 1, spatial_attention=True, temporal="attention"),                         # 8x8
     )), fps=4.0)
 
 # TSR: 8 -> 16 frames at 16x16. Temporal convolutions, no spatial attention; the text enters through the
@@ -51,3 +52,8 @@ SSR = Stage("ssr", "ssr", UNetConfig(
     )), in_frames=16, in_height=16, in_width=16, fps=8.0, train_crop=(16, 16))
 
 CASCADE = (BASE, TSR, SSR)
+
+# The base stage's guidance weight when none is given (`ivlib generate`, `ivlib eval`): the constant w with the
+# highest R-precision in chapter 08's sweep of the shipped base model with static clipping (toy_base.guidance.json;
+# tests/test_shipped_cascade.py keeps the two in step).
+GUIDANCE = 3.0

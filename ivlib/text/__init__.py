@@ -7,8 +7,9 @@ T5-XXL encoder (paper §2.2, Fig. 6). This package holds, one idea per module:
   which reads Hugging Face safetensors checkpoints by parameter name (`google/t5-v1_1-xxl`,
   our choice for the paper's T5-XXL: the paper names no release).
 * `encoder`: `TextEncoder` (tokenizer + frozen encoder -> fixed-length embeddings and mask),
-  `text_encoder` (the small offline toy encoders: "toy-t5", pretrained on toy captions and the toy
-  cascade's default, `default_text_encoder`; "toy-t5-random", random frozen weights) and `t5_text_encoder` (T5-XXL).
+  `text_encoder` (the small offline toy encoders: "toy-t5-random", random frozen weights, the toy
+  cascade's, `default_text_encoder`; "toy-t5", pretrained on toy captions, chapter 04's ablation) and
+  `t5_text_encoder` (T5-XXL).
 * `pretrain`: masked-token pretraining of the toy T5 on the toy caption language (`ivlib pretrain-text`).
 * `cache`: `EmbeddingCache`, so that text is encoded once and no training step re-encodes it.
 
@@ -17,11 +18,11 @@ its embedding is all zeros and its mask all False.
 """
 
 from .cache import EmbeddingCache
-from .encoder import (DEFAULT_BIAS_STD, DEFAULT_CONFIG, DEFAULT_SEED, PRETRAINED_NAME, RANDOM_NAME, TEXT_ENCODERS,
+from .encoder import (DEFAULT_BIAS_STD, DEFAULT_CONFIG, DEFAULT_NAME, DEFAULT_SEED, PRETRAINED_NAME, RANDOM_NAME, TEXT_ENCODERS,
                       TextEncoder, default_text_encoder, t5_text_encoder, text_encoder, toy_tokenizer)
 from .t5 import T5Config, T5Encoder, load_t5_encoder, random_t5_encoder, relative_position_bucket, resolve_checkpoint
 
-__all__ = ["DEFAULT_BIAS_STD", "DEFAULT_CONFIG", "DEFAULT_SEED", "EmbeddingCache", "PRETRAINED_NAME", "RANDOM_NAME",
+__all__ = ["DEFAULT_BIAS_STD", "DEFAULT_CONFIG", "DEFAULT_NAME", "DEFAULT_SEED", "EmbeddingCache", "PRETRAINED_NAME", "RANDOM_NAME",
            "TEXT_ENCODERS", "text_encoder", "T5Config", "T5Encoder",
            "TextEncoder", "default_text_encoder", "load_t5_encoder", "random_t5_encoder", "relative_position_bucket",
            "resolve_checkpoint", "t5_text_encoder", "toy_tokenizer"]
