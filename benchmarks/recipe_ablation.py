@@ -125,12 +125,23 @@ def score_previous(num_videos, path, guidance=GUIDANCE):
             "ground_truth": result["ground_truth"]}
 
 
+def write(rows, num_videos):
+    """The table, with each arm's CPU minutes, to OUT (rewritten after every row: an interrupted run keeps its rows)."""
+    cpu = {arm: ROOT / spec["workdir"] / "cpu.json" for arm, spec in ARMS.items()}
+    table = {"rows": rows, "num_videos": num_videos, "guidance": GUIDANCE,
+             "cpu_minutes": {arm: round(json.loads(path.read_text())["cpu_seconds"] / 60, 1)
+                             for arm, path in cpu.items() if path.exists()},
+             "command": "python benchmarks/recipe_ablation.py " + " ".join(sys.argv[1:])}
+    OUT.write_text(json.dumps(table, indent=1))
+
+
 def evaluate(num_videos, steps_of, previous=None):
     rows = json.loads(OUT.read_text())["rows"] if OUT.exists() else []
     done = {(r["arm"], r["step"], r["weights"]) for r in rows}
     if previous and not any(r["arm"] == "previous" for r in rows):
         rows.append(score_previous(num_videos, previous))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "ground_truth"}), flush=True)
+        write(rows, num_videos)
     for arm, steps in steps_of.items():
         for step in steps:
             for weights in ("ema", "params"):
@@ -139,13 +150,7 @@ def evaluate(num_videos, steps_of, previous=None):
                 row = score(arm, step, weights, num_videos)
                 print(json.dumps({k: v for k, v in row.items() if k != "ground_truth"}), flush=True)
                 rows.append(row)
-                cost = ROOT / ARMS[arm]["workdir"] / "cpu.json"
-                table = {"rows": rows, "num_videos": num_videos, "guidance": GUIDANCE,
-                         "cpu_minutes": {a: round(json.loads((ROOT / s["workdir"] / "cpu.json").read_text())["cpu_seconds"]
-                                                  / 60, 1) for a, s in ARMS.items()
-                                         if (ROOT / s["workdir"] / "cpu.json").exists()},
-                         "command": "python benchmarks/recipe_ablation.py " + " ".join(sys.argv[1:])}
-                OUT.write_text(json.dumps(table, indent=1))
+                write(rows, num_videos)
     return OUT
 
 

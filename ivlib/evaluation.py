@@ -48,3 +48,20 @@ def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_vid
         "num_videos": num_videos, "dataset": dataset, "dataset_options": dataset_options or {},
         "stages": [s.name for s in cascade.stages], "seed": seed,
     }
+
+
+def best_guidance(rows, threshold="static", fvd_tolerance=0.1) -> float:
+    """The guidance weight to use by default, from the rows of a guidance sweep (chapter 08).
+
+    Among constant weights with `threshold`: the highest mean accuracy of digit, colour and motion (how well
+    the videos follow their prompts, judged by `ivlib.attributes`) whose FVD stays within `fvd_tolerance` of
+    the lowest FVD — alignment bought without losing fidelity, the paper's trade-off (§2.6). Ties go to the
+    smaller weight.
+    """
+    constant = [r for r in rows if r["threshold"] == threshold and r.get("oscillate") is None]
+    if not constant:
+        raise ValueError(f"rows: no constant-weight rows with threshold {threshold!r}")
+    lowest = min(r["fvd"] for r in constant)
+    fit = [r for r in constant if r["fvd"] <= (1.0 + fvd_tolerance) * lowest]
+    score = lambda r: sum(r["attributes"].values()) / len(r["attributes"])
+    return max(sorted(fit, key=lambda r: r["guidance"]), key=score)["guidance"]

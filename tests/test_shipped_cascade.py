@@ -83,8 +83,19 @@ def test_default_guidance_is_the_sweeps_best():
     import json
 
     from ivlib.configs import toy
+    from ivlib.evaluation import best_guidance
     from ivlib.weights import shipped_weights_path
 
     sweep = json.loads(shipped_weights_path("toy", "base").with_suffix(".guidance.json").read_text())
-    static = [r for r in sweep["rows"] if r["threshold"] == "static" and r["oscillate"] is None]
-    assert toy.GUIDANCE == max(static, key=lambda r: r["r_precision"])["guidance"]
+    assert toy.GUIDANCE == best_guidance(sweep["rows"])
+
+
+def test_best_guidance_trades_alignment_against_fidelity():
+    from ivlib.evaluation import best_guidance
+
+    row = lambda w, fvd, digit: {"guidance": w, "threshold": "static", "oscillate": None, "fvd": fvd,
+                                 "attributes": {"digit": digit, "colour": 1.0, "motion": 0.5}}
+    rows = [row(0.0, 40.0, 0.1), row(1.0, 41.0, 0.2), row(3.0, 43.0, 0.3), row(6.0, 60.0, 0.9)]
+    assert best_guidance(rows) == 3.0  # w = 6 aligns best but its FVD is 50 % worse
+    assert best_guidance(rows, fvd_tolerance=1.0) == 6.0
+    assert best_guidance(rows[:1] + [row(1.0, 40.0, 0.1)]) == 0.0  # ties go to the smaller weight
