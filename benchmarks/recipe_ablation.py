@@ -73,56 +73,54 @@ def train(arm, steps, cpu_devices):
 
 
 def restore(arm, step):
-    """(stage, model_def, {"ema": ..., "params": ...}) of an arm's checkpoint at `step`."""
+    """(stage, model_def, {"ema": ..., "params": ...}, text encoder name) of an arm's checkpoint at `step`."""
     import jax
     import orbax.checkpoint as ocp
 
+    from ivlib.loop import abstract_like, checkpoint_manager
     from ivlib.train import create_state, default_optimizer
 
     stage = arm_stage(arm)
-    config = json.loads((ROOT / ARMS[arm]["workdir"] / "config.json").read_text())
+    workdir = ROOT / ARMS[arm]["workdir"]
+    config = json.loads((workdir / "config.json").read_text())
     model_def, state = create_state(stage.unet, default_optimizer(config["learning_rate"], config["warmup_steps"]),
                                     jax.random.PRNGKey(0))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
-    manager = ocp.CheckpointManager(ROOT / ARMS[arm]["workdir"] / "checkpoints")
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    abstract = abstract_like(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    state = checkpoint_manager(workdir / "checkpoints", keep=50).restore(step, args=ocp.args.StandardRestore(abstract))
     return stage, model_def, state, config.get("text_encoder", "toy-t5")
 
 
-def score(arm, step, weights, num_videos, guidance=GUIDANCE):
-    """One row: the `ivlib eval` metrics of an arm's checkpoint (EMA or raw weights)."""
+def evaluate_model(stage, model_def, params, encoder, num_videos, guidance, **label):
+    """One row: `label` (arm, step, weights) and the `ivlib eval --stages base` metrics of one set of weights."""
     from ivlib.cascade import Cascade, SamplerSettings
     from ivlib.evaluation import evaluate_cascade
     from ivlib.text import text_encoder
 
-    stage, model_def, state, encoder = restore(arm, step)
-    cascade = Cascade([stage], [model_def], [state[weights]], text_encoder(encoder))
+    cascade = Cascade([stage], [model_def], [params], text_encoder(encoder))
     settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
     result = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1}, num_videos=num_videos,
                               settings=settings)
-    return {"arm": arm, "step": step, "weights": weights, "text_encoder": encoder, "guidance": guidance,
+    return {**label, "text_encoder": encoder, "guidance": guidance,
             **{k: result["model"][k] for k in ("clip_score", "r_precision", "fvd", "attributes")},
             "ground_truth": result["ground_truth"]}
+
+
+def score(arm, step, weights, num_videos, guidance=GUIDANCE):
+    """The row of an arm's checkpoint (EMA or raw weights)."""
+    stage, model_def, state, encoder = restore(arm, step)
+    return evaluate_model(stage, model_def, state[weights], encoder, num_videos, guidance,
+                          arm=arm, step=step, weights=weights)
 
 
 def score_previous(num_videos, path, guidance=GUIDANCE):
     """The row of the base model shipped before this recipe (random toy T5, cross-attention at 8x8, 1400 steps,
     EMA 0.999): its weight file, as it is in git before the recipe's model replaced it."""
-    from ivlib.cascade import Cascade, SamplerSettings
-    from ivlib.evaluation import evaluate_cascade
     from ivlib.pretrained import load_weights
-    from ivlib.text import text_encoder
     from ivlib.weights import read_metadata
 
     stage, model_def, params = load_weights(arm_stage("previous"), path)
-    cascade = Cascade([stage], [model_def], [params], text_encoder("toy-t5-random"))
-    settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
-    result = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1}, num_videos=num_videos,
-                              settings=settings)
-    return {"arm": "previous", "step": read_metadata(path)["steps"], "weights": "ema", "text_encoder": "toy-t5-random",
-            "guidance": guidance, **{k: result["model"][k] for k in ("clip_score", "r_precision", "fvd", "attributes")},
-            "ground_truth": result["ground_truth"]}
+    return evaluate_model(stage, model_def, params, "toy-t5-random", num_videos, guidance,
+                          arm="previous", step=read_metadata(path)["steps"], weights="ema")
 
 
 def write(rows, num_videos):
