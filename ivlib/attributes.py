@@ -10,9 +10,9 @@ are never seen) by
     ivlib train-attributes --workdir runs/attributes --steps 2000
 
 Why a classifier and not the toy evaluator? Asked zero-shot ("a red 0 moving left" ... "a red 9 moving
-left": which caption fits best?), the evaluator names colour and motion of ground-truth clips right
-≥ 99 % of the time but the digit only about 16 % (chance 10 %): its contrastive training separates
-captions mostly by colour and motion, so it is nearly blind to which digit is drawn. Chapter 04 shows it.
+left": which caption fits best?), the evaluator names colour and motion of ground-truth clips almost
+always but the digit hardly more often than chance: its contrastive training separates captions mostly
+by colour and motion, so it is nearly blind to which digit is drawn (chapter 04).
 
 On held-out ground-truth clips the classifier is right ≥ 95 % of the time for every attribute, and on
 noise it sits near chance (tested), so a model's score is about the model.
