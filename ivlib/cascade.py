@@ -10,6 +10,9 @@ re-exported here because the chapters import them from `ivlib.cascade`.
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,7 +23,7 @@ from flax import nnx
 
 from ivlib.conditioning import (augment_condition, augment_for_sampling, augment_for_training, condition_video,
                                 sampling_condition, upsample_spatial, upsample_temporal)
-from ivlib.diffusion import sample, x_from_prediction
+from ivlib.diffusion import SAMPLERS, idle_steps, sample, x_from_prediction
 from ivlib.guidance import THRESHOLDS, classifier_free_prediction, oscillating_weights, threshold_fn
 from ivlib.pretrained import load_shipped, load_stage, trained_text_encoder
 from ivlib.stage import Stage, check_chain
@@ -103,6 +106,43 @@ class SamplerSettings:
     threshold: str = "static"  # the toy's best (chapter 08 sweep); Fig. 14 of the paper uses static clipping too
     aug_snr: float = 5.0
 
+    def __post_init__(self):
+        """ValueError for settings no sampler can run; a one-line warning for legal ones that surprise."""
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, numbers.Integral) \
+                or not 1 <= self.num_steps < 2**31:
+            raise ValueError(f"num_steps must be a positive integer (below 2**31), got {self.num_steps!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
+        if not 0.0 <= _number("gamma", self.gamma) <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma!r}")
+        weights = [("guidance", self.guidance)]
+        if self.oscillate is not None:
+            if len(self.oscillate) != 3:
+                raise ValueError(f"oscillate must be (high, low, constant_steps), got {self.oscillate!r}")
+            high, low, constant_steps = self.oscillate
+            weights += [("oscillating guidance's high weight", high), ("oscillating guidance's low weight", low)]
+            if isinstance(constant_steps, bool) or not isinstance(constant_steps, numbers.Integral) or constant_steps < 0:
+                raise ValueError(f"oscillate's constant_steps must be an integer >= 0, got {constant_steps!r}")
+            if constant_steps >= self.num_steps:
+                _warn(f"oscillating guidance never oscillates: its {constant_steps} constant steps cover all "
+                      f"{self.num_steps} steps")
+        for name, w in weights:
+            if not math.isfinite(w := _number(name, w)):
+                raise ValueError(f"{name} must be a finite number, got {w!r}")
+            if w < 0:
+                _warn(f"{name} w = {w:g} < 0 weakens the prompt: (1 + w) · conditional − w · unconditional "
+                      "ignores it at w = -1 and steers away from it below (w = 0 is the plain conditional model)")
+        if math.isnan(aug_snr := _number("aug_snr", self.aug_snr)):
+            raise ValueError(f"aug_snr must be a number (inf: no augmentation), got {self.aug_snr!r}")
+        if aug_snr <= 0:
+            _warn(f"aug_snr = {aug_snr:g} <= 0: super-resolution stages get pure noise in place of the "
+                  "previous stage's video (SNR 0, the end of the schedule), so they ignore it")
+        if self.num_steps > 10**6 and (idle := idle_steps(int(self.num_steps))):  # a million: far beyond any use
+            _warn(f"{self.num_steps} steps are more than the float32 noise schedule resolves: "
+                  f"{idle} of them go between equal log-SNRs and do nothing")
+
     def sample_kwargs(self) -> dict:
         """The keyword arguments of `sample_stage` these settings stand for."""
         return dict(num_steps=self.num_steps, sampler=self.sampler, gamma=self.gamma, guidance=self.weights(),
@@ -114,6 +154,20 @@ class SamplerSettings:
             return self.guidance
         high, low, constant_steps = self.oscillate
         return oscillating_weights(self.num_steps, high, low, int(constant_steps))
+
+
+def _number(name, value) -> float:
+    """float(value), or a ValueError naming the setting: a bool or a string is not a number here."""
+    try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _warn(message):
+    warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def stage_settings(stages, base: SamplerSettings, sr: SamplerSettings) -> dict:
@@ -171,13 +225,27 @@ class Cascade:
             self._caches[id(encoder)] = EmbeddingCache(encoder)
         return self._caches[id(encoder)].get(list(prompts))
 
-    def sample(self, prompts, key, settings=None):
+    def check_prompts(self, prompts, hint="pass allow_unknown_words=True to sample them anyway") -> list:
+        """`prompts` as a list, after every stage's text encoder has checked their words (chapter 04): a
+        ValueError names each word a toy encoder does not know (`TextEncoder.check_words`)."""
+        if isinstance(prompts, str) or not len(prompts):
+            raise ValueError("prompts must be a non-empty list of strings")
+        prompts = list(prompts)
+        for encoder in dict.fromkeys(e for e in self.text_encoders if e is not None):
+            encoder.check_words(prompts, hint)
+        return prompts
+
+    def sample(self, prompts, key, settings=None, allow_unknown_words=False):
         """Run every stage for `prompts`; returns the list of each stage's videos (the last is the final video).
 
         settings: one SamplerSettings for all stages, or a dict stage name -> SamplerSettings.
+        allow_unknown_words: sample prompts with words the toy text encoder does not know, rather than raise
+        a ValueError naming them (`check_prompts`), to see what the model makes of them.
         """
         if isinstance(prompts, str) or not len(prompts):
             raise ValueError("prompts must be a non-empty list of strings")
+        if not allow_unknown_words:
+            self.check_prompts(prompts)
         videos, video = [], None
         for i, (stage, model_def, params) in enumerate(zip(self.stages, self.model_defs, self.params)):
             text, mask = self.embed(prompts, stage.name)
@@ -187,9 +255,12 @@ class Cascade:
             videos.append(video)
         return videos
 
-    def sample_final(self, prompts, key, settings=None, batch_size=32):
+    def sample_final(self, prompts, key, settings=None, batch_size=32, allow_unknown_words=False):
         """The final videos for `prompts` as one numpy array, `batch_size` prompts at a time; the batch
         starting at prompt i uses the key fold_in(key, i), so equal keys give equal videos whatever else
         changes (chapters 05, 08)."""
-        return np.concatenate([np.asarray(self.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings)[-1])
+        if not allow_unknown_words:
+            self.check_prompts(prompts)  # every prompt before the first batch is sampled
+        return np.concatenate([np.asarray(self.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings,
+                                                      allow_unknown_words=True)[-1])
                                for i in range(0, len(prompts), batch_size)])

@@ -78,10 +78,11 @@ def augment_for_training(cond, key, aug_max_t=0.6):
 def augment_for_sampling(cond, key, aug_snr=5.0):
     """Sampling: one fixed augmentation level for every sample, λ' = log(aug_snr) (paper: "such as 3 or 5").
 
-    aug_snr = inf means no augmentation (λ' = logsnr_max, what a model trained without it saw).
-    Returns (augmented cond, λ' of shape (B,)).
+    aug_snr = inf means no augmentation (λ' = logsnr_max, what a model trained without it saw); aug_snr <= 0
+    means pure noise (λ' = logsnr_min). Returns (augmented cond, λ' of shape (B,)).
     """
-    cond_logsnr = jnp.full((cond.shape[0],), jnp.clip(jnp.log(aug_snr), LOGSNR_MIN, LOGSNR_MAX), jnp.float32)
+    logsnr = jnp.log(jnp.maximum(jnp.asarray(aug_snr, jnp.float32), 0.0))  # an SNR below 0 is no SNR: take 0
+    cond_logsnr = jnp.full((cond.shape[0],), jnp.clip(logsnr, LOGSNR_MIN, LOGSNR_MAX), jnp.float32)
     return augment_condition(cond, cond_logsnr, jax.random.normal(key, cond.shape)), cond_logsnr
 # [end-augment]
 

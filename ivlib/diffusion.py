@@ -214,3 +214,15 @@ def _sample(denoise_fn, shape, key, num_steps, sampler, gamma, logsnr_fn, x_tran
     _, x_0 = jax.lax.fori_loop(0, num_steps, body, (z_1, jnp.zeros(shape)))
     return x_0
 # [end-sample]
+
+
+def idle_steps(num_steps: int, logsnr_fn=cosine_logsnr) -> int:
+    """How many of `sample`'s `num_steps` steps do nothing: steps from t to s whose float32 log-SNRs are
+    equal (or out of order), because the grid is finer than float32 resolves the schedule (chapter 02).
+    For the cosine schedule: none at a million steps, hundreds of thousands at ten million. Above 2**24 steps
+    a lower bound, not the count: half the grid lies in [0.5, 1], where float32 has only 2**23 values of t."""
+    if num_steps > 1 << 24:
+        return (num_steps + 1) // 2 - (1 << 23)
+    i = jnp.arange(num_steps + 1, dtype=jnp.int32)
+    logsnr = jnp.asarray(logsnr_fn(i / jnp.int32(num_steps)))  # the grid of `sample`, in its float32
+    return int(jnp.sum(logsnr[:-1] <= logsnr[1:]))

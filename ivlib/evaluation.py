@@ -18,24 +18,30 @@ from ivlib.metrics import evaluate, load_evaluator
 
 
 def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_videos=128, batch_size=32,
-                     settings=None, seed=0, evaluator=None) -> dict:
+                     settings=None, seed=0, evaluator=None, allow_unknown_words=False) -> dict:
     """{"model": row, "ground_truth": row, "seconds_per_video": s, ...} for `num_videos` held-out prompts.
 
     Ground truth is drawn from `dataset` (split "test", at the cascade's output shape) with `seed`;
     FVD of both rows is measured against a second, independent draw (seed + 1) of as many videos.
+    Captions with words the cascade's toy text encoder does not know (a folder of the user's videos, say)
+    raise a ValueError naming them before anything is sampled, unless allow_unknown_words.
     """
     from ivlib.data import make_dataset
 
-    if num_videos < 2:
-        raise ValueError(f"num_videos must be at least 2 (FVD needs a covariance), got {num_videos}")
+    if isinstance(num_videos, bool) or not isinstance(num_videos, int) or num_videos < 2:
+        raise ValueError(f"num_videos must be an integer of at least 2 (FVD needs a covariance), got {num_videos!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     last = cascade.stages[-1]
     draw = lambda s: make_dataset(dataset, frames=last.frames, height=last.height, width=last.width, split="test",
                                   seed=s, **(dataset_options or {})).batch(0, num_videos)
     truth, other = draw(seed), draw(seed + 1)
     prompts = truth["caption"]
+    if not allow_unknown_words:
+        cascade.check_prompts(prompts)
     evaluator = evaluator or load_evaluator()
     start = time.perf_counter()
-    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, batch_size)
+    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, batch_size, allow_unknown_words=True)
     seconds = time.perf_counter() - start
     model, ground_truth = (evaluate(v, prompts, other["video"], evaluator, seed=seed) for v in (videos, truth["video"]))
     if one_digit_prompts(prompts):  # what each video gets right: digit, colour, motion (chapter 04)

@@ -153,12 +153,13 @@ def sampler_widget(means, stds, weights, batch=4096, seed=0):
 
 
 def render_prompt(cascade, prompt, seed=0, guidance=None, oscillate=False, threshold="static", num_steps=32,
-                  sampler="ancestral", num_videos=1):
+                  sampler="ancestral", num_videos=1, allow_unknown_words=False):
     """Text -> video with a `Cascade` (chapters 04, 08): returns the final videos (num_videos, F, H, W, C) as numpy.
 
     Pure: the same arguments give the same video. guidance: the base stage's w (None: the toy's default,
     `ivlib.configs.toy.GUIDANCE`). `oscillate` alternates `guidance` and 1 after a quarter of the steps at
-    the high weight (paper §2.6.2) on the base stage.
+    the high weight (paper §2.6.2) on the base stage. A word the toy text encoder does not know raises a
+    ValueError naming it, unless allow_unknown_words (`Cascade.sample`).
     """
     import jax
 
@@ -172,12 +173,15 @@ def render_prompt(cascade, prompt, seed=0, guidance=None, oscillate=False, thres
                            oscillate=(float(guidance), 1.0, int(num_steps) // 4) if oscillate else None)
     sr = SamplerSettings(num_steps=int(num_steps), sampler=sampler, guidance=1.0, threshold=threshold)
     settings = stage_settings(cascade.stages, base, sr)
-    videos = cascade.sample([prompt] * int(num_videos), jax.random.PRNGKey(int(seed)), settings)
+    videos = cascade.sample([prompt] * int(num_videos), jax.random.PRNGKey(int(seed)), settings, allow_unknown_words)
     return np.asarray(videos[-1])
 
 
 def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
-    """Type a prompt, pick a seed and a guidance weight, see the video (chapters 04, 08). Returns the widget."""
+    """Type a prompt, pick a seed and a guidance weight, see the video (chapters 04, 08). Returns the widget.
+
+    A prompt it cannot sample (a word the toy model does not know, an empty prompt) shows the error's
+    message instead of a video; `defaults` go to `render_prompt` (e.g. allow_unknown_words=True)."""
     import ipywidgets
 
     from ivlib.viz import show_videos
@@ -195,7 +199,7 @@ def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
         try:
             video = render_prompt(cascade, prompt, seed, guidance, oscillate, threshold, **defaults)
         except ValueError as err:
-            print(err)
+            print(f"error: {err}")
             return
         show_videos(video, titles=[prompt])
 

@@ -12,6 +12,8 @@ T5-XXL encoder (paper §2.2, Fig. 6). This package holds, one idea per module:
   `t5_text_encoder` (T5-XXL).
 * `pretrain`: masked-token pretraining of the toy T5 on the toy caption language (`ivlib pretrain-text`).
 * `cache`: `EmbeddingCache`, so that text is encoded once and no training step re-encodes it.
+* `prompts`: checks of prompts; the toy encoders know only the toy captions' words, and `check_toy_words`
+  (`TextEncoder.check_words`) names any other word with the nearest known ones.
 
 The empty prompt "" is the unconditional (null) input of classifier-free guidance (chapter 08):
 its embedding is all zeros and its mask all False.
@@ -19,10 +21,10 @@ its embedding is all zeros and its mask all False.
 
 from .cache import EmbeddingCache
 from .encoder import (DEFAULT_BIAS_STD, DEFAULT_CONFIG, DEFAULT_NAME, DEFAULT_SEED, PRETRAINED_NAME, RANDOM_NAME, TEXT_ENCODERS,
-                      TextEncoder, default_text_encoder, t5_text_encoder, text_encoder, toy_tokenizer)
+                      TextEncoder, check_toy_words, default_text_encoder, t5_text_encoder, text_encoder, toy_tokenizer)
 from .t5 import T5Config, T5Encoder, load_t5_encoder, random_t5_encoder, relative_position_bucket, resolve_checkpoint
 
 __all__ = ["DEFAULT_BIAS_STD", "DEFAULT_CONFIG", "DEFAULT_NAME", "DEFAULT_SEED", "EmbeddingCache", "PRETRAINED_NAME", "RANDOM_NAME",
            "TEXT_ENCODERS", "text_encoder", "T5Config", "T5Encoder",
-           "TextEncoder", "default_text_encoder", "load_t5_encoder", "random_t5_encoder", "relative_position_bucket",
+           "TextEncoder", "check_toy_words", "default_text_encoder", "load_t5_encoder", "random_t5_encoder", "relative_position_bucket",
            "resolve_checkpoint", "t5_text_encoder", "toy_tokenizer"]

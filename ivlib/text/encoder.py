@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .prompts import check_prompts
+from .prompts import check_known_words, check_prompts
 from .t5 import T5Config, T5Encoder, load_t5_encoder, random_t5_encoder, resolve_checkpoint
 
 ASSETS = Path(__file__).parent.parent / "assets" / "text"
@@ -29,7 +29,10 @@ class TextEncoder:
     mask all False) of classifier-free guidance. Longer prompts are truncated (EOS kept) with a warning.
     """
 
-    def __init__(self, tokenizer, encoder: T5Encoder, max_length: int, name: str, batch_size: int = 64):
+    def __init__(self, tokenizer, encoder: T5Encoder, max_length: int, name: str, batch_size: int = 64,
+                 vocabulary=None):
+        """vocabulary: the words the encoder was made to read (the toy encoders': the toy language's), for
+        `check_words`; None for an encoder whose tokenizer spells any word (T5)."""
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an int >= 2 (tokens + EOS), got {max_length!r}")
         if len(tokenizer) > encoder.config.vocab_size:
@@ -37,6 +40,7 @@ class TextEncoder:
                              f"{encoder.config.vocab_size}")
         self.tokenizer, self.encoder, self.max_length, self.name = tokenizer, encoder, max_length, name
         self.dim, self.batch_size = encoder.config.d_model, batch_size
+        self.vocabulary = None if vocabulary is None else tuple(vocabulary)
         graphdef, self._state = nnx.split(encoder)
 
         def run(state, input_ids, mask):
@@ -58,6 +62,15 @@ class TextEncoder:
         null = np.array([not p.strip() for p in prompts])[:, None]
         input_ids = np.where(null, self.tokenizer.pad_token_id, out["input_ids"]).astype(np.int32)
         return input_ids, (out["attention_mask"].astype(bool) & ~null)
+
+    def check_words(self, prompts, hint="pass allow_unknown_words=True to sample them anyway"):
+        """ValueError naming the words of `prompts` outside the encoder's `vocabulary`, with the nearest known
+        ones (`ivlib.text.prompts.check_known_words`); nothing to check without a vocabulary (chapter 04)."""
+        prompts = check_prompts(prompts)
+        if self.vocabulary is not None:
+            normalizer = self.tokenizer.backend_tokenizer.normalizer
+            check_known_words(prompts, self.vocabulary, normalizer.normalize_str if normalizer else str, hint)
+        return prompts
 
     def encode(self, prompts):
         """prompts: list of B str -> (emb (B, max_length, dim) float32, mask (B, max_length) bool), jitted.
@@ -107,6 +120,21 @@ def toy_tokenizer():
     return _transformers().PreTrainedTokenizerFast(
         tokenizer_file=str(ASSETS / "toy_tokenizer.json"), pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
         model_max_length=1 << 20)
+
+
+@functools.lru_cache(maxsize=None)
+def _toy_normalizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(ASSETS / "toy_tokenizer.json")).normalizer
+
+
+def check_toy_words(prompts, hint="pass allow_unknown_words=True to sample them anyway") -> list:
+    """`TextEncoder.check_words` of the toy encoders, without building one (no `transformers`, no weights):
+    ValueError naming each word of `prompts` outside the toy language, with the nearest known ones (chapter 04)."""
+    from ivlib.data.captions import VOCABULARY
+
+    return check_known_words(prompts, VOCABULARY, _toy_normalizer().normalize_str, hint)
 
 
 PRETRAINED_NAME = "toy-t5"  # pretrained on the toy caption language (`ivlib.text.pretrain`)
@@ -171,10 +199,14 @@ def _pretrained_t5() -> T5Encoder:
 
 @functools.lru_cache(maxsize=None)
 def _text_encoder(name: str, max_length: int) -> TextEncoder:
+    from ivlib.data.captions import VOCABULARY
+
     # The name goes into saved EmbeddingCache files: change its version whenever the weights would change.
     if name == RANDOM_NAME:
-        return TextEncoder(toy_tokenizer(), _random_t5(), max_length, name=f"ivlib-toy-t5-v1-seed{DEFAULT_SEED}")
-    return TextEncoder(toy_tokenizer(), _pretrained_t5(), max_length, name="ivlib-toy-t5-pretrained-v1")
+        return TextEncoder(toy_tokenizer(), _random_t5(), max_length, name=f"ivlib-toy-t5-v1-seed{DEFAULT_SEED}",
+                           vocabulary=VOCABULARY)
+    return TextEncoder(toy_tokenizer(), _pretrained_t5(), max_length, name="ivlib-toy-t5-pretrained-v1",
+                       vocabulary=VOCABULARY)
 
 
 def t5_text_encoder(name: str = "google/t5-v1_1-xxl", max_length: int = 128, dtype=jnp.bfloat16,
