@@ -7,8 +7,9 @@ checkpoint it, `ivlib.sharding` can place it on a device mesh and `jax.jit` can 
 `fit` runs a step function for a number of steps with:
 
 * exact resume: step k always sees `batch_fn(k)` and the key fold_in(key, k), and starts from the newest
-  readable orbax checkpoint in `<workdir>/checkpoints`, so an interrupted run that is started again
-  continues exactly as an uninterrupted one would;
+  orbax checkpoint in `<workdir>/checkpoints`, so an interrupted run that is started again continues
+  exactly as an uninterrupted one would. If that checkpoint cannot be read, the run stops before it
+  writes anything, saying how to resume from the one before: a later save would replace it;
 * a NaN guard: a non-finite metric stops the run with `TrainingDiverged` before anything is saved, so
   the last good checkpoint survives;
 * a metrics log, one JSON row per step in `<workdir>/metrics.jsonl`, and a tqdm progress bar.
@@ -69,10 +70,18 @@ def check_workdir(workdir) -> pathlib.Path:
 
 def checkpoint_manager(directory, keep: int):
     """An orbax CheckpointManager for `directory` that keeps the newest `keep` checkpoints."""
+    import logging
+
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory, options=options)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)  # orbax logs an ERROR for each unreadable checkpoint here; restore_latest says which
+    try:
+        return ocp.CheckpointManager(directory, options=options)
+    finally:
+        absl.setLevel(level)
 
 
 def abstract_like(state, sharding=None):
@@ -81,23 +90,35 @@ def abstract_like(state, sharding=None):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
 
 
-def restore_latest(manager, abstract_state, directory=None):
+def restore_latest(manager, abstract_state, directory=None, skip_unreadable=True):
     """The newest readable checkpoint of `manager` laid out like `abstract_state`, or None if there is none.
 
-    A torn or corrupt checkpoint is skipped with a warning for the one before; ValueError if none is readable.
+    A torn or corrupt checkpoint (or one of another model) is skipped with a warning for the one before;
+    ValueError if none is readable. With skip_unreadable=False an unreadable newest checkpoint is a
+    ValueError (what `fit` wants: resuming from an older one would later save over it).
     """
     import orbax.checkpoint as ocp
 
-    directory = directory or manager.directory
+    directory = pathlib.Path(directory or manager.directory)
     errors = []
-    for step in sorted(manager.all_steps(), reverse=True):
+    steps = sorted(manager.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
         try:
             return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-        except Exception as err:  # a torn or corrupt checkpoint: try the one before
-            errors.append(f"step {step}: {type(err).__name__}: {err}")
-            print(f"warning: checkpoint at step {step} in {directory} could not be read; trying an older one")
+        except Exception as err:  # a torn or corrupt checkpoint, or another model's: try the one before
+            why = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            if not skip_unreadable:
+                aside = directory.parent / f"unreadable-checkpoint-{step}"
+                then = f"resume from step {steps[i + 1]}, the checkpoint before it" if i + 1 < len(steps) else "start afresh"
+                raise ValueError(f"the newest checkpoint, step {step} in {directory}, cannot be read: it is corrupt "
+                                 f"or was saved by another model ({why}). Nothing was changed; to {then}, move it "
+                                 f"out of the way: mv {directory / str(step)} {aside}") from err
+            errors.append(f"step {step}: {why}")
+            if i + 1 < len(steps):
+                print(f"warning: checkpoint at step {step} in {directory} could not be read; trying an older one")
     if errors:
-        raise ValueError(f"no readable checkpoint in {directory}:\n" + "\n".join(errors))
+        raise ValueError(f"no readable checkpoint in {directory} (corrupt, or saved by another model): "
+                         + "; ".join(errors))
     return None
 
 
@@ -117,7 +138,7 @@ def _truncate_rows(path: pathlib.Path, step: int):
 # ---------------------------------------------------------------- the loop
 def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkpoint_every: int = 100,
         keep_checkpoints: int = 3, log_every: int = 10, placement=None, progress: bool = True,
-        desc: str = "train") -> dict:
+        desc: str = "train", on_start=None) -> dict:
     """Train `state` up to step `steps` (chapter 04); returns the final state on the host.
 
     step_fn(state, batch, key) -> (state, metrics): one jit-compiled step; metrics is a dict of scalars.
@@ -128,7 +149,9 @@ def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkp
     Resumes from the newest checkpoint in <workdir>/checkpoints (saved every `checkpoint_every` steps
     and at the end, the newest `keep_checkpoints` kept), logs every step to <workdir>/metrics.jsonl
     (flushed every `log_every` steps) and raises TrainingDiverged at the first non-finite metric,
-    before saving anything.
+    before saving anything. An unreadable newest checkpoint is a ValueError, raised before anything is
+    written. on_start(): called once the run is sure to go ahead, before its first write (e.g. to record
+    the run's config).
     """
     import orbax.checkpoint as ocp
 
@@ -138,9 +161,11 @@ def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkp
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     workdir = check_workdir(workdir)
     manager = checkpoint_manager(workdir / "checkpoints", keep_checkpoints)
-    restored = restore_latest(manager, abstract_like(state, placement), workdir / "checkpoints")
+    restored = restore_latest(manager, abstract_like(state, placement), workdir / "checkpoints", skip_unreadable=False)
     if restored is not None:
         state = restored
+    if on_start is not None:
+        on_start()
     start = int(state["step"])
     metrics_path = workdir / "metrics.jsonl"
     _truncate_rows(metrics_path, start)

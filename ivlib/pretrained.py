@@ -46,8 +46,10 @@ def load_weights(stage: Stage, path):
     FileNotFoundError if `path` is missing, ValueError if it does not fit the stage's network.
     """
     path = pathlib.Path(path)
+    if not path.is_file():  # before the network is built: a paper-scale one takes many gigabytes
+        raise FileNotFoundError(f"no weight file at {path}")
     try:
-        metadata = read_metadata(path) if path.is_file() else {}
+        metadata = read_metadata(path)
     except Exception:  # an unreadable file: load_params below says what is wrong with it
         metadata = {}
     target = trained_target(stage, metadata)

@@ -24,7 +24,8 @@ from ivlib.stage import Stage
 from ivlib.train import create_state, default_optimizer, make_train_step
 from ivlib.weights import save_params
 
-__all__ = ["BatchSource", "TrainConfig", "TrainingDiverged", "export_ema", "stage_for", "train"]
+__all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_resumable", "export_ema", "stage_for",
+           "train"]
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,64 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self):
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+        """ValueError naming the first setting no run can use; builds nothing (the config and stage names are
+        checked by `stage_for`, the dataset by `make_dataset`)."""
+        from ivlib.text import TEXT_ENCODERS
+
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_text_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not 0.0 <= self.text_dropout < 1.0:
             raise ValueError(f"text_dropout must lie in [0, 1), got {self.text_dropout!r}")
         if not 0.0 <= self.aug_max_t <= 1.0:
             raise ValueError(f"aug_max_t must lie in [0, 1] (a time of the noise schedule), got {self.aug_max_t!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if not 0 < self.learning_rate < float("inf"):
+            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate!r}")
         if self.target is not None and self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS} (or None: the stage's own), got {self.target!r}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if not isinstance(self.dataset_options, dict):
+            raise ValueError(f"dataset_options must be a dict (JSON object), got {self.dataset_options!r}")
+
+    @classmethod
+    def read(cls, path) -> "TrainConfig":
+        """The config an `ivlib train` run recorded in `path` (<workdir>/config.json); ValueError if it is not one."""
+        path = pathlib.Path(path)
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**raw)
+        except (ValueError, TypeError) as err:  # not JSON, not an object, or keys TrainConfig does not have
+            raise ValueError(f"{path} is not the config.json of an `ivlib train` run: {err}") from None
+
+
+# What must match for a run to resume another's checkpoints: the network and what its inputs mean.
+SAME_RUN = ("config", "stage", "target", "text_encoder")
+
+
+def check_resumable(workdir, cfg: TrainConfig):
+    """ValueError unless `workdir` is empty of runs or holds a run of the same stage that `cfg` may resume
+    (`SAME_RUN`: config, stage, target and text encoder; steps, learning rate and the rest may change)."""
+    workdir = pathlib.Path(workdir)
+    config_file = workdir / "config.json"
+    if config_file.is_file():
+        recorded = TrainConfig.read(config_file)
+        differ = [k for k in SAME_RUN if getattr(recorded, k) != getattr(cfg, k)]
+        if differ:
+            theirs = ", ".join(f"{k} {getattr(recorded, k)!r}" for k in differ)
+            ours = ", ".join(f"{k} {getattr(cfg, k)!r}" for k in differ)
+            raise ValueError(f"{workdir} holds a run of another model ({theirs}; this run: {ours}); its checkpoints "
+                             "cannot be resumed: give another --workdir")
+    elif (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
+        raise ValueError(f"{workdir} holds checkpoints but no config.json: not an `ivlib train` run (perhaps "
+                         "another command's); give another --workdir")
 
 
 def stage_for(cfg: TrainConfig, stage: Stage | None = None) -> Stage:
@@ -123,20 +170,21 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     """
     cfg.validate()
     stage = stage_for(cfg, stage)
-    workdir = check_workdir(cfg.workdir)
     source = BatchSource(stage, cfg, text_cache)
     mesh = make_mesh()
     if cfg.batch_size % mesh.shape["data"]:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.shape['data']} devices")
+    workdir = check_workdir(cfg.workdir)
+    check_resumable(workdir, cfg)
 
     tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
     model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed))
-    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    record = lambda: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     step_fn = make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t)
     state = fit(step_fn, state, lambda step: shard_batch(source(step), mesh), workdir=workdir, steps=cfg.steps,
                 key=jax.random.PRNGKey(cfg.seed + 1), checkpoint_every=cfg.checkpoint_every,
                 keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every, placement=replicated(mesh),
-                progress=progress, desc=f"train {cfg.config}/{cfg.stage}")
+                progress=progress, desc=f"train {cfg.config}/{cfg.stage}", on_start=record)
     save_params(workdir / "ema.safetensors", state["ema"],
                 metadata=_weights_metadata(cfg, stage, int(state["step"]), dataclasses.asdict(cfg)))
     return model_def, state
@@ -150,16 +198,21 @@ def export_ema(workdir, out=None):
     config_file = workdir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: {workdir} is not an `ivlib train` work directory")
+    cfg = TrainConfig.read(config_file)
     raw = json.loads(config_file.read_text())
-    cfg = TrainConfig(**raw)
     stage = stage_for(cfg)
-    _, state = create_state(stage.unet, default_optimizer(cfg.learning_rate, cfg.warmup_steps), jax.random.PRNGKey(0))
-    manager = checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state = restore_latest(manager, abstract_like(state, one_device), workdir / "checkpoints")
-    if state is None:
+    if not (workdir / "checkpoints").is_dir() or not any((workdir / "checkpoints").iterdir()):
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
     out = pathlib.Path(out or workdir / "ema.safetensors")
+    if out.is_dir():
+        raise ValueError(f"out {out} is a directory; give the path of the weight file to write")
+    tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
+    shapes = jax.eval_shape(lambda key: create_state(stage.unet, tx, key)[1], jax.random.PRNGKey(0))  # builds nothing
+    manager = checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state = restore_latest(manager, abstract_like(shapes, one_device), workdir / "checkpoints")
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
     step = int(state["step"])
     # The learning rate is constant after warm-up and step k always sees batch k, so the checkpoint of step k is
     # exactly what the same command with --steps k makes: record that command.
