@@ -1,13 +1,99 @@
-"""The `ivlib` command line: `ivlib demo` (and, as the book grows, generate / train / distill / eval)."""
+"""The `ivlib` command line: demo, generate, train, eval, export and the toy's helper models.
+
+Bad input ends a command with one line on stderr, `error: <message>`, and exit status 2, without a
+traceback: a bad option, a ValueError, or a FileNotFoundError or other OSError (a path that cannot be
+read or written). Anything else is a bug and shows its traceback; `--debug` or IVLIB_DEBUG=1 shows the
+traceback of every error. The cheap checks (numbers, names, paths, the prompt's words) run before any
+model is built, so a mistake is reported at once. Warnings of the library (a legal value that surprises,
+such as a negative guidance weight) print as one line, `warning: <message>`.
+"""
 
 import argparse
 import json
+import math
 import os
+import pathlib
 import sys
+import traceback
+import warnings
+
+ALLOW_HINT = "pass --allow-unknown-words to see what the model makes of them"
+
+
+class UsageError(ValueError):
+    """A mistake in the command line itself: an unknown option, a missing or malformed value."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors raised as UsageError, so that `main` reports them like every other error."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _number_type(name, parse, ok, expected):
+    """An argparse `type`: parse(text), kept when ok(value), else an error saying what was expected."""
+
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    convert.__name__ = name
+    return convert
+
+
+_count = _number_type("count", int, lambda v: v >= 1, "a positive integer")
+_natural = _number_type("natural", int, lambda v: v >= 0, "an integer >= 0")
+_real = _number_type("real", float, math.isfinite, "a finite number")
+_positive = _number_type("positive", float, lambda v: 0 < v < math.inf, "a positive finite number")
+_snr = _number_type("snr", float, lambda v: not math.isnan(v), "a number (inf: no augmentation)")
+
+
+def _check_writable(path, what, kind="file", suffixes=()):
+    """ValueError unless a `kind` ("file" or "directory") can be written at `path`; creates nothing."""
+    path = pathlib.Path(path).absolute()
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give the name of the file to write")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a directory")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {path} must end in {' or '.join(suffixes)}")
+    parent = path if kind == "directory" else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {path} cannot be written: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path} cannot be written: {parent} is not writable")
+    return path
+
+
+def _json_object(text, what):
+    """The dict a JSON option holds ("" -> {}); ValueError naming the option otherwise."""
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} must be a JSON object such as '{{\"max_objects\": 1}}', got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object such as '{{\"max_objects\": 1}}', got {text!r}")
+    return value
+
+
+def _check_own_workdir(path, command):
+    """ValueError if `path` holds an `ivlib train` run: its checkpoints are not `command`'s to resume."""
+    if (pathlib.Path(path) / "config.json").is_file():
+        raise ValueError(f"--workdir {pathlib.Path(path).absolute()} holds an `ivlib train` run; "
+                         f"give `ivlib {command}` a work directory of its own")
 
 
 def _demo(args):
     """Noise a few toy videos along the cosine schedule, then sample with the exact denoiser of that data."""
+    _check_writable(args.out, "--out", suffixes=(".mp4", ".gif"))
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -37,22 +123,25 @@ def _demo(args):
 
 def _add_sampling_args(parser):
     """How each stage is sampled: the options `generate` and `eval` share."""
-    parser.add_argument("--steps", type=int, default=64, help="sampling steps of the base model")
-    parser.add_argument("--sr-steps", type=int, default=32, help="sampling steps of each super-resolution stage")
+    parser.add_argument("--steps", type=_count, default=64, help="sampling steps of the base model")
+    parser.add_argument("--sr-steps", type=_count, default=32, help="sampling steps of each super-resolution stage")
     parser.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
-    parser.add_argument("--guidance", type=float, default=None,
+    parser.add_argument("--guidance", type=_real, default=None,
                         help="guidance weight w of the base model (eq. 5); default: the best of chapter 08's sweep")
-    parser.add_argument("--sr-guidance", type=float, default=1.0, help="guidance weight of the SR stages")
+    parser.add_argument("--sr-guidance", type=_real, default=1.0, help="guidance weight of the SR stages")
     parser.add_argument("--oscillate", action="store_true", help="oscillating guidance: w, low, w, low, ... (§2.6.2)")
-    parser.add_argument("--oscillate-low", type=float, default=1.0)
-    parser.add_argument("--constant-steps", type=int, default=0, help="steps at the high weight before oscillating")
+    parser.add_argument("--oscillate-low", type=_real, default=1.0)
+    parser.add_argument("--constant-steps", type=_natural, default=0, help="steps at the high weight before oscillating")
     parser.add_argument("--threshold", default="static", choices=["dynamic", "static", "none"])
-    parser.add_argument("--aug-snr", type=float, default=5.0, help="conditioning augmentation SNR of SR stages (§2.5)")
+    parser.add_argument("--aug-snr", type=_snr, default=5.0, help="conditioning augmentation SNR of SR stages (§2.5)")
+    parser.add_argument("--allow-unknown-words", action="store_true",
+                        help="sample prompts with words the toy text encoder does not know, instead of stopping")
 
 
-def _sampling_settings(args, stages):
-    """Per-stage SamplerSettings from the options of `_add_sampling_args`."""
-    from ivlib.cascade import SamplerSettings, stage_settings
+def _sampler_settings(args):
+    """(base, sr) SamplerSettings from the options of `_add_sampling_args`, checked (and warned about)
+    before anything is loaded."""
+    from ivlib.cascade import SamplerSettings
     from ivlib.configs import toy
 
     if args.guidance is None:
@@ -62,30 +151,54 @@ def _sampling_settings(args, stages):
                            threshold=args.threshold, aug_snr=args.aug_snr)
     sr = SamplerSettings(num_steps=args.sr_steps, sampler=args.sampler, guidance=args.sr_guidance,
                          threshold=args.threshold, aug_snr=args.aug_snr)
-    return stage_settings(stages, base, sr)
+    return base, sr
+
+
+def _stage_names(args):
+    """The --stages of a shipped cascade as a list (None: all that ship), after checking them and --config."""
+    from ivlib.configs import get_cascade
+    from ivlib.pretrained import shipped_stages
+    from ivlib.stage import check_chain
+
+    get_cascade(args.config)  # an unknown config: ValueError listing the valid names
+    if not args.stages:
+        return None
+    names = [name.strip() for name in args.stages.split(",")]
+    check_chain(shipped_stages(args.config, names))
+    return names
 
 
 def _generate(args):
     """Text -> video with the shipped cascade; writes the final video (and optionally every stage's)."""
+    if not args.prompt.strip():
+        raise ValueError("the prompt is empty; give a description such as 'a red 3 moving left'")
+    out = _check_writable(args.out, "--out", suffixes=(".mp4", ".gif"))
+    base, sr = _sampler_settings(args)
+    names = _stage_names(args)
+    from ivlib.text import check_toy_words
+
+    if not args.allow_unknown_words:  # the shipped cascades read the toy text encoders
+        check_toy_words([args.prompt], hint=ALLOW_HINT)
+
     import time
 
     import jax
 
-    from ivlib.cascade import Cascade
+    from ivlib.cascade import Cascade, stage_settings
     from ivlib.media import write_video
 
-    if not args.prompt.strip():
-        raise SystemExit("error: the prompt is empty; give a description such as 'a red 3 moving left'")
-    cascade = Cascade.pretrained(args.config, stages=args.stages.split(",") if args.stages else None)
-    settings = _sampling_settings(args, cascade.stages)
+    cascade = Cascade.pretrained(args.config, stages=names)
+    settings = stage_settings(cascade.stages, base, sr)
     start = time.perf_counter()
-    videos = cascade.sample([args.prompt] * args.num_videos, jax.random.PRNGKey(args.seed), settings)
+    videos = cascade.sample([args.prompt] * args.num_videos, jax.random.PRNGKey(args.seed), settings,
+                            allow_unknown_words=args.allow_unknown_words)
     seconds = time.perf_counter() - start
     fps = cascade.stages[-1].fps or 8
     path = write_video(args.out, videos[-1][0], fps=fps, scale=args.scale)
     if args.all_stages:
         for stage, video in zip(cascade.stages, videos):
-            write_video(args.out.replace(".mp4", f"_{stage.name}.mp4"), video[0], fps=stage.fps or 8, scale=args.scale)
+            write_video(str(out.with_name(f"{out.stem}_{stage.name}{out.suffix}")), video[0], fps=stage.fps or 8,
+                        scale=args.scale)
     shape = "x".join(map(str, videos[-1].shape[1:4]))
     print(f'"{args.prompt}" -> {shape} (frames x height x width) through {len(cascade.stages)} stages '
           f"in {seconds:.1f} s (including compilation)")
@@ -93,15 +206,19 @@ def _generate(args):
 
 
 def _train(args):
-    from ivlib.trainer import TrainConfig, train
+    options = _json_object(args.dataset_options, "--dataset-options")
+    workdir = _check_writable(args.workdir, "--workdir", kind="directory")
+    from ivlib.trainer import TrainConfig, check_resumable, stage_for, train
 
-    options = json.loads(args.dataset_options) if args.dataset_options else {}
     cfg = TrainConfig(workdir=args.workdir, config=args.config, stage=args.stage, steps=args.steps,
                       batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                       ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
                       target=args.target, text_encoder=args.text_encoder,
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed)
+    cfg.validate()
+    stage_for(cfg)  # an unknown config or stage
+    check_resumable(workdir, cfg)  # a work directory of another run
     train(cfg)
     print(f"done: EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
 
@@ -109,13 +226,26 @@ def _train(args):
 def _eval(args):
     import dataclasses
 
-    from ivlib.cascade import Cascade
+    if args.num_videos < 2:
+        raise ValueError(f"--num-videos must be at least 2 (FVD needs a covariance), got {args.num_videos}")
+    options = _json_object(args.dataset_options, "--dataset-options")
+    if args.out:
+        _check_writable(args.out, "--out", suffixes=(".json",))
+    base, sr = _sampler_settings(args)
+    names = _stage_names(args)
+    from ivlib.data import DATASETS
+
+    if args.dataset not in DATASETS:
+        raise ValueError(f"--dataset: unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
+
+    from ivlib.cascade import Cascade, stage_settings
     from ivlib.evaluation import evaluate_cascade
 
-    cascade = Cascade.pretrained(args.config, stages=args.stages.split(",") if args.stages else None)
-    settings = _sampling_settings(args, cascade.stages)
-    result = evaluate_cascade(cascade, dataset=args.dataset, dataset_options=json.loads(args.dataset_options or "{}"),
-                              num_videos=args.num_videos, batch_size=args.batch_size, settings=settings, seed=args.seed)
+    cascade = Cascade.pretrained(args.config, stages=names)
+    settings = stage_settings(cascade.stages, base, sr)
+    result = evaluate_cascade(cascade, dataset=args.dataset, dataset_options=options, num_videos=args.num_videos,
+                              batch_size=args.batch_size, settings=settings, seed=args.seed,
+                              allow_unknown_words=args.allow_unknown_words)
     result["settings"] = {name: dataclasses.asdict(s) for name, s in settings.items()}
     result["command"] = "ivlib " + " ".join(sys.argv[1:])
     for name in ("model", "ground_truth"):
@@ -131,6 +261,8 @@ def _eval(args):
 
 
 def _train_evaluator(args):
+    _check_writable(args.workdir, "--workdir", kind="directory")
+    _check_own_workdir(args.workdir, "train-evaluator")
     from ivlib.metrics import train_evaluator
 
     path = train_evaluator(args.workdir, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
@@ -138,6 +270,7 @@ def _train_evaluator(args):
 
 
 def _pretrain_text(args):
+    _check_writable(args.out, "--out", suffixes=(".safetensors",))
     from ivlib.text.pretrain import pretrain_toy_t5, save_toy_t5
 
     encoder, history = pretrain_toy_t5(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -149,6 +282,10 @@ def _pretrain_text(args):
 
 
 def _train_attributes(args):
+    _check_writable(args.workdir, "--workdir", kind="directory")
+    _check_own_workdir(args.workdir, "train-attributes")
+    if args.out:
+        _check_writable(args.out, "--out", suffixes=(".safetensors",))
     from flax import nnx
 
     from ivlib.attributes import WEIGHTS_PATH, train_attribute_classifier
@@ -162,6 +299,11 @@ def _train_attributes(args):
 
 
 def _export(args):
+    workdir = pathlib.Path(args.workdir).absolute()
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"--workdir {workdir} is not a directory, so not an `ivlib train` work directory")
+    if args.out:
+        _check_writable(args.out, "--out", suffixes=(".safetensors",))
     from ivlib.trainer import export_ema
 
     path, step = export_ema(args.workdir, args.out)
@@ -174,21 +316,27 @@ def _set_cpu_devices(argv):
     if not argv or argv[0] != "train":
         return
     count = argv[argv.index("--cpu-devices") + 1] if "--cpu-devices" in argv[:-1] else "2"
+    if not count.isdigit() or int(count) < 1:  # argparse reports it
+        return
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags and "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ivlib", description="Imagen Video, rebuilt in JAX.")
+def build_parser() -> argparse.ArgumentParser:
+    """The `ivlib` argument parser: one subcommand per command."""
+    parser = _Parser(prog="ivlib", description="Imagen Video, rebuilt in JAX.",
+                     epilog="Bad input ends a command with one 'error:' line and exit status 2; --debug (or "
+                            "IVLIB_DEBUG=1) shows the traceback of any error.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="write a short video showing the diffusion process on toy data")
     demo.add_argument("--out", default="outputs/demo.mp4")
-    demo.add_argument("--frames", type=int, default=8)
-    demo.add_argument("--size", type=int, default=32)
-    demo.add_argument("--videos", type=int, default=8)
-    demo.add_argument("--steps", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--frames", type=_count, default=8)
+    demo.add_argument("--size", type=_count, default=32)
+    demo.add_argument("--videos", type=_count, default=8)
+    demo.add_argument("--steps", type=_count, default=32)
+    demo.add_argument("--seed", type=_natural, default=0)
     demo.set_defaults(run=_demo)
 
     gen = commands.add_parser("generate", help="text -> video with the shipped toy cascade")
@@ -196,10 +344,10 @@ def main(argv=None):
     gen.add_argument("--out", default="outputs/video.mp4")
     gen.add_argument("--config", default="toy")
     gen.add_argument("--stages", default="", help="comma-separated subset of stages (default: all)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--num-videos", type=int, default=1)
+    gen.add_argument("--seed", type=_natural, default=0)
+    gen.add_argument("--num-videos", type=_count, default=1)
     _add_sampling_args(gen)
-    gen.add_argument("--scale", type=int, default=8, help="upscale the tiny video by this factor when writing it")
+    gen.add_argument("--scale", type=_count, default=8, help="upscale the tiny video by this factor when writing it")
     gen.add_argument("--all-stages", action="store_true", help="also write every stage's video")
     gen.set_defaults(run=_generate)
 
@@ -207,13 +355,13 @@ def main(argv=None):
     tr.add_argument("--config", default="toy", help="cascade config: toy, colab, paper")
     tr.add_argument("--stage", default="base", help="stage name within the config (e.g. base, tsr, ssr)")
     tr.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl and ema.safetensors go here")
-    tr.add_argument("--steps", type=int, default=1000)
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--learning-rate", type=float, default=1e-3)
-    tr.add_argument("--warmup-steps", type=int, default=100)
-    tr.add_argument("--ema-decay", type=float, default=0.999)
-    tr.add_argument("--text-dropout", type=float, default=0.1)
-    tr.add_argument("--aug-max-t", type=float, default=0.6,
+    tr.add_argument("--steps", type=_count, default=1000)
+    tr.add_argument("--batch-size", type=_count, default=32)
+    tr.add_argument("--learning-rate", type=_positive, default=1e-3)
+    tr.add_argument("--warmup-steps", type=_natural, default=100)
+    tr.add_argument("--ema-decay", type=_real, default=0.999)
+    tr.add_argument("--text-dropout", type=_real, default=0.1)
+    tr.add_argument("--aug-max-t", type=_real, default=0.6,
                     help="SR stages: conditioning augmentation at log-SNR λ(t'), t' ~ U(0, this); 0 turns it off (chapter 06)")
     tr.add_argument("--target", default=None, choices=["v", "eps", "x"],
                     help="what the network predicts, for this run (default: the stage's own, v in every config); "
@@ -222,45 +370,45 @@ def main(argv=None):
                     help="frozen toy text encoder: random weights (default) or pretrained on toy captions (chapter 04)")
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')
-    tr.add_argument("--checkpoint-every", type=int, default=100)
-    tr.add_argument("--keep-checkpoints", type=int, default=3)
-    tr.add_argument("--log-every", type=int, default=10)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--cpu-devices", type=int, default=2,
+    tr.add_argument("--checkpoint-every", type=_count, default=100)
+    tr.add_argument("--keep-checkpoints", type=_count, default=3)
+    tr.add_argument("--log-every", type=_count, default=10)
+    tr.add_argument("--seed", type=_natural, default=0)
+    tr.add_argument("--cpu-devices", type=_count, default=2,
                     help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
     tr.set_defaults(run=_train)
 
     evl = commands.add_parser("eval", help="Table-1-style metrics of the shipped cascade on held-out prompts")
     evl.add_argument("--config", default="toy")
     evl.add_argument("--stages", default="", help="comma-separated subset of stages (default: all)")
-    evl.add_argument("--num-videos", type=int, default=128)
-    evl.add_argument("--batch-size", type=int, default=32)
+    evl.add_argument("--num-videos", type=_count, default=128)
+    evl.add_argument("--batch-size", type=_count, default=32)
     evl.add_argument("--dataset", default="digits")
     evl.add_argument("--dataset-options", default='{"max_objects": 1}')
     _add_sampling_args(evl)
-    evl.add_argument("--seed", type=int, default=0)
+    evl.add_argument("--seed", type=_natural, default=0)
     evl.add_argument("--out", default="", help="write the rows as JSON here")
     evl.set_defaults(run=_eval)
 
     ev = commands.add_parser("train-evaluator", help="train the toy video-text dual encoder behind ivlib.metrics")
     ev.add_argument("--workdir", required=True)
-    ev.add_argument("--steps", type=int, default=2000)
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--steps", type=_count, default=2000)
+    ev.add_argument("--batch-size", type=_count, default=64)
+    ev.add_argument("--seed", type=_natural, default=0)
     ev.set_defaults(run=_train_evaluator)
 
     pt = commands.add_parser("pretrain-text", help="pretrain the toy T5 encoder on toy captions (chapter 04)")
     pt.add_argument("--out", default="ivlib/assets/text/toy_t5.safetensors")
-    pt.add_argument("--steps", type=int, default=3000)
-    pt.add_argument("--batch-size", type=int, default=256)
-    pt.add_argument("--learning-rate", type=float, default=3e-3)
-    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--steps", type=_count, default=3000)
+    pt.add_argument("--batch-size", type=_count, default=256)
+    pt.add_argument("--learning-rate", type=_positive, default=3e-3)
+    pt.add_argument("--seed", type=_natural, default=0)
     pt.set_defaults(run=_pretrain_text)
 
     ta = commands.add_parser("train-attributes", help="train the digit/colour/motion classifier of ivlib.attributes")
     ta.add_argument("--workdir", required=True, help="checkpoints and metrics.jsonl go here (resumes from them)")
-    ta.add_argument("--steps", type=int, default=2000)
-    ta.add_argument("--seed", type=int, default=0)
+    ta.add_argument("--steps", type=_count, default=2000)
+    ta.add_argument("--seed", type=_natural, default=0)
     ta.add_argument("--out", default="", help="default: ivlib/assets/weights/attributes.safetensors")
     ta.set_defaults(run=_train_attributes)
 
@@ -268,9 +416,43 @@ def main(argv=None):
     ex.add_argument("--workdir", required=True)
     ex.add_argument("--out", default=None, help="default: <workdir>/ema.safetensors")
     ex.set_defaults(run=_export)
-    _set_cpu_devices(argv)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    for command in commands.choices.values():  # --debug after the command name too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+# What a user's mistake raises (anything else is a bug, and shows its traceback).
+USER_ERRORS = (ValueError, OSError)
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv=None) -> int:
+    """Run one `ivlib` command; returns its exit status: 0, or 2 after one `error:` line for bad input."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("IVLIB_DEBUG", "") not in ("", "0") or "--debug" in argv
+    shown = set()
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if (text := _one_line(message)) not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            _set_cpu_devices(argv)
+            args = build_parser().parse_args(argv)
+            args.run(args)
+        except USER_ERRORS as err:
+            if debug:
+                traceback.print_exc()
+            message = _one_line(err) or type(err).__name__
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -60,9 +60,10 @@ def test_generate_writes_a_text_conditioned_video_of_16_frames_at_32x32(tmp_path
         assert mediapy.read_video(str(tmp_path / f"video_{name}.mp4")).shape[0] == frames
 
 
-def test_generate_rejects_an_empty_prompt(tmp_path):
-    with pytest.raises(SystemExit, match="prompt is empty"):
-        main(["generate", "  ", "--out", str(tmp_path / "x.mp4")])
+def test_generate_rejects_an_empty_prompt(tmp_path, capsys):
+    assert main(["generate", "  ", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert capsys.readouterr().err == "error: the prompt is empty; give a description such as 'a red 3 moving left'\n"
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_missing_weights_name_the_training_command(tmp_path):
