@@ -4,7 +4,8 @@
     python benchmarks/recipe_ablation.py eval [--previous FILE]    # score every arm's checkpoints
 
 Every arm is `ivlib train --config toy --stage base` (batch 32, learning rate 1e-3, EMA 0.999, one CPU
-device, seed 0) with text cross-attention at both levels (16x16 and 8x8), and differs in one thing:
+device, seed 0; the random-t5 arm, which became the shipped base model, was resumed from step 1400 to 4000
+with `--cpu-devices 2`, the same steps split over two simulated devices) with text cross-attention at both levels (16x16 and 8x8), and differs in one thing:
   pretrained-t5  the frozen toy T5 pretrained on toy captions ("toy-t5", `ivlib pretrain-text`)
   random-t5      the same T5 with random frozen weights ("toy-t5-random")
 and the row "previous" is the base model shipped before this ablation: the random toy T5 with
@@ -161,7 +162,7 @@ def main():
     tr.add_argument("--cpu-devices", type=int, default=1)
     ev = sub.add_parser("eval")
     ev.add_argument("--num-videos", type=int, default=64)
-    ev.add_argument("--steps", default='{"pretrained-t5": [200, 500], "random-t5": [200, 500, 1000]}',
+    ev.add_argument("--steps", default='{"pretrained-t5": [200, 500], "random-t5": [200, 500, 1000, 1400, 2000, 3000, 4000]}',
                     help="JSON: arm -> checkpoint steps to score")
     ev.add_argument("--previous", default="", help="also score this weight file of the previously shipped base model "
                     "(git show a37d41c:ivlib/assets/weights/toy_base.safetensors > previous.safetensors)")
