@@ -17,21 +17,17 @@ OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.listening.json"
 
 
 def restore_ema(workdir, step):
-    """(stage, model_def, EMA params, text encoder name, target) of the checkpoint at `step` in an `ivlib train` workdir."""
-    import jax
-    import orbax.checkpoint as ocp
+    """(stage, model_def, EMA params, text encoder name) of the checkpoint at `step` in an `ivlib train` workdir."""
+    from flax import nnx
 
-    from ivlib.loop import abstract_like, checkpoint_manager
-    from ivlib.trainer import TrainConfig, stage_for
-    from ivlib.train import create_state, default_optimizer
+    from ivlib.nn.model_def import ModelDef
+    from ivlib.nn.unet import VideoUNet
+    from ivlib.trainer import TrainConfig, checkpoint_state, stage_for
 
-    cfg = TrainConfig(**json.loads((workdir / "config.json").read_text()))
+    cfg = TrainConfig.read(workdir / "config.json")
     stage = stage_for(cfg)
-    model_def, state = create_state(stage.unet, default_optimizer(cfg.learning_rate, cfg.warmup_steps),
-                                    jax.random.PRNGKey(0))
-    abstract = abstract_like(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    state = checkpoint_manager(workdir / "checkpoints", keep=1000).restore(step, args=ocp.args.StandardRestore(abstract))
-    return stage, model_def, state["ema"], cfg.text_encoder
+    model_def = ModelDef.split(VideoUNet(stage.unet, rngs=nnx.Rngs(0)))[0]
+    return stage, model_def, checkpoint_state(workdir, cfg, stage, step)["ema"], cfg.text_encoder
 
 
 def main():

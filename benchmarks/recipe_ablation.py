@@ -5,7 +5,8 @@
 
 Every arm is `ivlib train --config toy --stage base` (batch 32, learning rate 1e-3, EMA 0.999, one CPU
 device, seed 0; the random-t5 arm, which became the shipped base model, was resumed from step 1400 to 4000
-with `--cpu-devices 2`, the same steps split over two simulated devices) with text cross-attention at both levels (16x16 and 8x8), and differs in one thing:
+with `--cpu-devices 2`, the same steps split over two simulated devices) with text cross-attention at both
+levels (16x16 and 8x8), and differs in one thing:
   pretrained-t5  the frozen toy T5 pretrained on toy captions ("toy-t5", `ivlib pretrain-text`)
   random-t5      the same T5 with random frozen weights ("toy-t5-random")
 and the row "previous" is the base model shipped before this ablation: the random toy T5 with
@@ -21,7 +22,6 @@ weights of each checkpoint. Each arm's CPU minutes (user + system time of its tr
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import resource
 import subprocess
@@ -75,20 +75,17 @@ def train(arm, steps, cpu_devices):
 
 def restore(arm, step):
     """(stage, model_def, {"ema": ..., "params": ...}, text encoder name) of an arm's checkpoint at `step`."""
-    import jax
-    import orbax.checkpoint as ocp
+    from flax import nnx
 
-    from ivlib.loop import abstract_like, checkpoint_manager
-    from ivlib.train import create_state, default_optimizer
+    from ivlib.nn.model_def import ModelDef
+    from ivlib.nn.unet import VideoUNet
+    from ivlib.trainer import TrainConfig, checkpoint_state
 
     stage = arm_stage(arm)
     workdir = ROOT / ARMS[arm]["workdir"]
-    config = json.loads((workdir / "config.json").read_text())
-    model_def, state = create_state(stage.unet, default_optimizer(config["learning_rate"], config["warmup_steps"]),
-                                    jax.random.PRNGKey(0))
-    abstract = abstract_like(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    state = checkpoint_manager(workdir / "checkpoints", keep=50).restore(step, args=ocp.args.StandardRestore(abstract))
-    return stage, model_def, state, config.get("text_encoder", "toy-t5")
+    cfg = TrainConfig.read(workdir / "config.json")
+    model_def = ModelDef.split(VideoUNet(stage.unet, rngs=nnx.Rngs(0)))[0]
+    return stage, model_def, checkpoint_state(workdir, cfg, stage, step), cfg.text_encoder
 
 
 def evaluate_model(stage, model_def, params, encoder, num_videos, guidance, **label):

@@ -24,8 +24,8 @@ from ivlib.stage import Stage
 from ivlib.train import create_state, default_optimizer, make_train_step
 from ivlib.weights import save_params
 
-__all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_resumable", "export_ema", "stage_for",
-           "train"]
+__all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_resumable", "checkpoint_state",
+           "export_ema", "stage_for", "train"]
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,22 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     return model_def, state
 
 
+def checkpoint_state(workdir, cfg: TrainConfig, stage: Stage, step=None):
+    """The train state {step, params, opt_state, ema} of the checkpoint at `step` (None: the newest readable
+    one, or None if there is none) in <workdir>/checkpoints of the run `cfg` of `stage`, on one device. It is
+    restored onto shapes (`jax.eval_shape`): no network is initialised first (chapter 04; benchmarks)."""
+    import orbax.checkpoint as ocp
+
+    workdir = pathlib.Path(workdir)
+    tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
+    shapes = jax.eval_shape(lambda key: create_state(stage.unet, tx, key)[1], jax.random.PRNGKey(0))
+    abstract = abstract_like(shapes, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    manager = checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
+    if step is None:
+        return restore_latest(manager, abstract, workdir / "checkpoints")
+    return manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
+
+
 def export_ema(workdir, out=None):
     """Write the EMA weights of the newest checkpoint in `workdir` to `out` (default <workdir>/ema.safetensors)
     without touching the run — safe while it is still training (chapter 04). The file's training config
@@ -206,11 +222,7 @@ def export_ema(workdir, out=None):
     out = pathlib.Path(out or workdir / "ema.safetensors")
     if out.is_dir():
         raise ValueError(f"out {out} is a directory; give the path of the weight file to write")
-    tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
-    shapes = jax.eval_shape(lambda key: create_state(stage.unet, tx, key)[1], jax.random.PRNGKey(0))  # builds nothing
-    manager = checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state = restore_latest(manager, abstract_like(shapes, one_device), workdir / "checkpoints")
+    state = checkpoint_state(workdir, cfg, stage)
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
     step = int(state["step"])
