@@ -207,6 +207,12 @@ def _generate(args):
 
 def _train(args):
     options = _json_object(args.dataset_options, "--dataset-options")
+    if args.image_fraction is not None:
+        if "image_fraction" in options:
+            raise UsageError("give the image fraction once: --image-fraction or image_fraction in --dataset-options")
+        if not 0.0 <= args.image_fraction <= 1.0:
+            raise UsageError(f"--image-fraction must be a fraction in [0, 1], got {args.image_fraction}")
+        options["image_fraction"] = args.image_fraction
     workdir = _check_writable(args.workdir, "--workdir", kind="directory")
     from ivlib.trainer import TrainConfig, check_resumable, stage_for, train
 
@@ -215,7 +221,8 @@ def _train(args):
                       ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
                       target=args.target, text_encoder=args.text_encoder,
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
-                      keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed)
+                      keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
+                      init_weights=args.init_weights, image_mask=not args.no_image_mask)
     cfg.validate()
     stage_for(cfg)  # an unknown config or stage
     check_resumable(workdir, cfg)  # a work directory of another run
@@ -370,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frozen toy text encoder: random weights (default) or pretrained on toy captions (chapter 04)")
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')
+    tr.add_argument("--image-fraction", type=_real, default=None,
+                    help="fraction of each batch that is packed still images (chapter 07; toy datasets)")
+    tr.add_argument("--no-image-mask", action="store_true",
+                    help="treat packed still images as videos: their temporal layers are not bypassed (chapter 07)")
+    tr.add_argument("--init-weights", default=None,
+                    help="start from this weight file of the same stage (e.g. the shipped one) instead of random weights")
     tr.add_argument("--checkpoint-every", type=_count, default=100)
     tr.add_argument("--keep-checkpoints", type=_count, default=3)
     tr.add_argument("--log-every", type=_count, default=10)

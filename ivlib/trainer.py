@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from ivlib.loop import TrainingDiverged, abstract_like, check_workdir, checkpoint_manager, fit, restore_latest
+from ivlib.loop import (TrainingDiverged, abstract_like, check_workdir, checkpoint_manager, fit, init_state,
+                        restore_latest)
 from ivlib.nn.unet import TARGETS
 from ivlib.sharding import make_mesh, replicated, shard_batch
 from ivlib.stage import Stage
@@ -25,7 +26,7 @@ from ivlib.train import create_state, default_optimizer, make_train_step
 from ivlib.weights import save_params
 
 __all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_resumable", "checkpoint_state",
-           "export_ema", "stage_for", "train"]
+           "export_ema", "initial_weights", "stage_for", "train"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     seed: int = 0
+    init_weights: str | None = None  # start from these weights (a weight file of the same stage), not at random
+    image_mask: bool = True  # image samples bypass the temporal layers (chapter 07); False treats them as videos
 
     def validate(self):
         """ValueError naming the first setting no run can use; builds nothing (the config and stage names are
@@ -79,6 +82,10 @@ class TrainConfig:
             raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
         if not isinstance(self.dataset_options, dict):
             raise ValueError(f"dataset_options must be a dict (JSON object), got {self.dataset_options!r}")
+        if not isinstance(self.image_mask, bool):
+            raise ValueError(f"image_mask must be True or False, got {self.image_mask!r}")
+        if self.init_weights is not None and not pathlib.Path(self.init_weights).is_file():
+            raise ValueError(f"init_weights: no weight file at {self.init_weights}")
 
     @classmethod
     def read(cls, path) -> "TrainConfig":
@@ -125,6 +132,29 @@ def stage_for(cfg: TrainConfig, stage: Stage | None = None) -> Stage:
     return stage
 
 
+def initial_weights(cfg: TrainConfig, stage: Stage, like):
+    """The parameters in cfg.init_weights, as the pytree `like` (chapter 07: fine-tuning a trained stage).
+
+    ValueError unless the file fits the stage's network, predicts the run's target and was trained on the
+    run's text encoder: the weights must mean what this run will train them to mean."""
+    from ivlib.pretrained import trained_target
+    from ivlib.weights import load_params, read_metadata
+
+    path = pathlib.Path(cfg.init_weights)
+    try:
+        metadata = read_metadata(path)
+    except Exception:  # not a safetensors file: load_params says so
+        metadata = {}
+    theirs = (metadata.get("train_config") or {}).get("text_encoder")
+    if theirs is not None and theirs != cfg.text_encoder:
+        raise ValueError(f"init_weights {path} were trained on text encoder {theirs!r}, this run uses "
+                         f"{cfg.text_encoder!r}: pass --text-encoder {theirs}")
+    if metadata and trained_target(stage, metadata) != stage.unet.target:
+        raise ValueError(f"init_weights {path} predict {trained_target(stage, metadata)!r}, this run trains "
+                         f"{stage.unet.target!r}: pass --target {trained_target(stage, metadata)}")
+    return load_params(path, like)
+
+
 def _weights_metadata(cfg: TrainConfig, stage: Stage, steps: int, train_config: dict) -> dict:
     """What a weight file records: the run's config and stage, its steps, and the target it predicts."""
     return {"config": cfg.config, "stage": cfg.stage, "steps": steps, "target": stage.unet.target,
@@ -142,6 +172,7 @@ class BatchSource:
         self.dataset = make_dataset(cfg.dataset, frames=stage.frames, height=stage.height, width=stage.width,
                                     split="train", seed=cfg.seed, **cfg.dataset_options)
         self.batch_size = cfg.batch_size
+        self.image_mask = cfg.image_mask
         self.text = text_cache
         if stage.unet.text_dim and self.text is None:
             self.text = EmbeddingCache(text_encoder(cfg.text_encoder, cfg.max_text_length))
@@ -151,7 +182,8 @@ class BatchSource:
 
     def __call__(self, index: int) -> dict:
         raw = self.dataset.batch(index, self.batch_size)
-        batch = {"video": raw["video"], "is_image": raw["is_image"]}
+        is_image = raw["is_image"] if self.image_mask else np.zeros_like(raw["is_image"])  # chapter 07's ablation
+        batch = {"video": raw["video"], "is_image": is_image}
         if self.text is not None:
             batch["text"], batch["text_mask"] = (np.asarray(a) for a in self.text.get(raw["caption"]))
         if self.stage.kind != "base":
@@ -179,6 +211,8 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
 
     tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
     model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed))
+    if cfg.init_weights is not None:  # a newer checkpoint of this run, if any, replaces it in `fit`
+        state = init_state(initial_weights(cfg, stage, state["params"]), tx)
     record = lambda: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     step_fn = make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t)
     state = fit(step_fn, state, lambda step: shard_batch(source(step), mesh), workdir=workdir, steps=cfg.steps,
