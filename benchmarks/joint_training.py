@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from ivlib.appearance import SMOOTH_JUMP
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.joint.json"
 INIT = "ivlib/assets/weights/toy_base.safetensors"
@@ -71,15 +73,117 @@ def train(arm, steps):
         print(f"{arm}: {(time.time() - start) / 60:.1f} wall minutes this call", flush=True)
 
 
+def image_only_prompts():
+    """70 video prompts with the image-only colour: every digit with every motion ("an orange 4 moving up")."""
+    from ivlib.data import captions as C
+
+    return [C.caption([C.ObjectSpec("digit", d, "orange", None, "plain", m)]) for m in C.MOTIONS for d in C.DIGITS]
+
+
+def transfer_scores(videos, prompts) -> dict:
+    """What the videos of image-only prompts get right: orange, motion, digit, smooth motion (`ivlib.appearance`)."""
+    import numpy as np
+
+    from ivlib import appearance
+    from ivlib.attributes import classes, predict, load_attribute_classifier
+    from ivlib.data import captions as C
+
+    specs = [C.parse_caption(p)[0][0] for p in prompts]
+    predicted = predict(load_attribute_classifier(), videos)
+    names = classes()
+    jump = appearance.largest_jump(videos)
+    return {"orange": float(appearance.looks_orange(videos).mean()),
+            "motion": float(np.mean([names["motion"][k] == s.motion for k, s in zip(predicted["motion"], specs)])),
+            "digit": float(np.mean([names["digit"][k] == s.label for k, s in zip(predicted["digit"], specs)])),
+            "smooth": float(appearance.moves_smoothly(videos).mean()), "largest_jump": float(jump.mean())}
+
+
+def ground_truth_row():
+    """The measures on ground-truth videos of the image-only prompts (held-out handwriting): what a perfect
+    model would score, and a check that the measures see what they claim to."""
+    from ivlib.data import clips
+    from ivlib.data.render import render
+
+    prompts = image_only_prompts()
+    videos = render([clips.clip_for_caption(p, seed=i, split="test") for i, p in enumerate(prompts)], 8, 16, 16)
+    return {"arm": "ground truth", "image_only": transfer_scores(videos, prompts)}
+
+
+def score(arm, path, num_videos=64, guidance=0.0):
+    """One row: an arm's EMA weights on the 64 held-out ordinary prompts (as `ivlib eval --stages base`) and on
+    the 70 image-only prompts (same sampler: 32 ancestral steps, static clipping, guidance w)."""
+    import jax
+
+    from ivlib.cascade import Cascade, SamplerSettings
+    from ivlib.configs import get_stage
+    from ivlib.evaluation import evaluate_cascade
+    from ivlib import appearance
+    from ivlib.pretrained import load_weights, trained_text_encoder
+    from ivlib.text import text_encoder
+    from ivlib.weights import read_metadata
+
+    stage, model_def, params = load_weights(get_stage("toy", "base"), path)
+    cascade = Cascade([stage], [model_def], [params], text_encoder(trained_text_encoder("toy", "base", path)))
+    settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
+    ordinary = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1},
+                                num_videos=num_videos, settings=settings, keep_videos=True)
+    prompts = image_only_prompts()
+    videos = cascade.sample_final(prompts, jax.random.PRNGKey(0), settings, 35)
+    meta = read_metadata(path)
+    model = ordinary["model"]
+    return {"arm": arm, "steps": meta.get("steps"), "guidance": guidance,
+            "train_config": meta.get("train_config"),
+            "ordinary": {**{k: model[k] for k in ("clip_score", "r_precision", "fvd")}, **model["attributes"],
+                         "smooth": float(appearance.moves_smoothly(ordinary["videos"]).mean())},
+            "ordinary_ground_truth": {**{k: ordinary["ground_truth"][k] for k in ("clip_score", "r_precision", "fvd")},
+                                      **ordinary["ground_truth"]["attributes"]},
+            "image_only": transfer_scores(videos, prompts)}
+
+
+def write(rows):
+    """The table to OUT (rewritten after every row: an interrupted run keeps its rows)."""
+    cpu = {}
+    for arm in ARMS:
+        path = ROOT / workdir(arm) / "cpu.json"
+        if path.exists():
+            cpu[arm] = json.loads(path.read_text())["cpu_seconds"] / 60
+    OUT.write_text(json.dumps({"rows": rows, "cpu_minutes": cpu, "steps": STEPS, "init": INIT,
+                               "smooth_jump": SMOOTH_JUMP, "image_only_prompts": len(image_only_prompts()),
+                               "commands": {arm: " ".join(command(arm)) for arm in ARMS},
+                               "command": "python benchmarks/joint_training.py eval"}, indent=1))
+
+
+def evaluate(arms, guidance):
+    """Score the shipped base (the arms' starting point), every trained arm, and the ground truth."""
+    rows = [ground_truth_row()]
+    write(rows)
+    rows.append(score("start", ROOT / INIT, guidance=guidance))
+    write(rows)
+    for arm in arms:
+        path = ROOT / workdir(arm) / "ema.safetensors"
+        if not path.exists():
+            print(f"{arm}: not trained yet ({path} missing); skipped", flush=True)
+            continue
+        rows.append(score(arm, path, guidance=guidance))
+        write(rows)
+        print(json.dumps({k: rows[-1][k] for k in ("arm", "ordinary", "image_only")}), flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train")
     tr.add_argument("arm", choices=list(ARMS))
     tr.add_argument("--steps", type=int, default=STEPS)
+    ev = sub.add_parser("eval")
+    ev.add_argument("--arms", default=",".join(ARMS))
+    ev.add_argument("--guidance", type=float, default=0.0)
     args = parser.parse_args()
     if args.command == "train":
         train(args.arm, args.steps)
+    else:
+        evaluate([a for a in args.arms.split(",") if a], args.guidance)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ from ivlib.metrics import evaluate, load_evaluator
 
 
 def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_videos=128, batch_size=32,
-                     settings=None, seed=0, evaluator=None, allow_unknown_words=False) -> dict:
+                     settings=None, seed=0, evaluator=None, allow_unknown_words=False, keep_videos=False) -> dict:
     """{"model": row, "ground_truth": row, "seconds_per_video": s, ...} for `num_videos` held-out prompts.
 
     Ground truth is drawn from `dataset` (split "test", at the cascade's output shape) with `seed`;
     FVD of both rows is measured against a second, independent draw (seed + 1) of as many videos.
     Captions with words the cascade's toy text encoder does not know (a folder of the user's videos, say)
-    raise a ValueError naming them before anything is sampled, unless allow_unknown_words.
+    raise a ValueError naming them before anything is sampled, unless allow_unknown_words. keep_videos: the
+    result also holds the sampled "videos" and their "prompts" (for measures of your own, chapter 07).
     """
     from ivlib.data import make_dataset
 
@@ -47,7 +48,9 @@ def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_vid
     if one_digit_prompts(prompts):  # what each video gets right: digit, colour, motion (chapter 04)
         model["attributes"] = attribute_accuracy(videos, prompts)
         ground_truth["attributes"] = attribute_accuracy(truth["video"], prompts)
+    kept = {"videos": videos, "prompts": list(prompts)} if keep_videos else {}
     return {
+        **kept,
         "model": model,
         "ground_truth": ground_truth,
         "seconds_per_video": seconds / num_videos,

@@ -14,15 +14,8 @@ from flax import nnx
 from ivlib.configs import get_cascade, get_stage
 from ivlib.nn.model_def import ModelDef
 from ivlib.nn.unet import VideoUNet
-from ivlib.stage import Stage
+from ivlib.stage import Stage, trained_target  # noqa: F401 (trained_target: part of this module's API)
 from ivlib.weights import load_params, read_metadata, shipped_weights_path
-
-
-def trained_target(stage: Stage, metadata: dict) -> str:
-    """What the network of a weight file predicts: the "target" it was saved with; for files written
-    before that key existed, the target of its "train_config"; else the stage's own."""
-    target = metadata.get("target") or (metadata.get("train_config") or {}).get("target")
-    return target or stage.unet.target
 
 
 # Weight files written before the trainer recorded its text encoder all came from `ivlib train` on the toy

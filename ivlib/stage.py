@@ -92,3 +92,10 @@ def check_chain(stages) -> None:
         if prev.output_shape != nxt.input_shape:
             raise ValueError(f"stage {prev.name!r} makes videos of frames x height x width {prev.output_shape}, "
                              f"but the next stage {nxt.name!r} takes {nxt.input_shape}")
+
+
+def trained_target(stage: Stage, metadata: dict) -> str:
+    """What the network of a weight file predicts: the "target" it was saved with; for files written
+    before that key existed, the target of its "train_config"; else the stage's own."""
+    target = metadata.get("target") or (metadata.get("train_config") or {}).get("target")
+    return target or stage.unet.target

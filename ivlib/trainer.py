@@ -21,7 +21,7 @@ from ivlib.loop import (TrainingDiverged, abstract_like, check_workdir, checkpoi
                         restore_latest)
 from ivlib.nn.unet import TARGETS
 from ivlib.sharding import make_mesh, replicated, shard_batch
-from ivlib.stage import Stage
+from ivlib.stage import Stage, trained_target
 from ivlib.train import create_state, default_optimizer, make_train_step
 from ivlib.weights import save_params
 
@@ -137,7 +137,6 @@ def initial_weights(cfg: TrainConfig, stage: Stage, like):
 
     ValueError unless the file fits the stage's network, predicts the run's target and was trained on the
     run's text encoder: the weights must mean what this run will train them to mean."""
-    from ivlib.pretrained import trained_target
     from ivlib.weights import load_params, read_metadata
 
     path = pathlib.Path(cfg.init_weights)
@@ -196,6 +195,8 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     """Train (or resume training) one stage; returns (model_def, final state) (chapter 04).
 
     `stage` overrides the stage looked up from cfg.config / cfg.stage (for experiments and tests);
+    cfg.init_weights starts the run from a weight file instead of random weights (fresh optimiser state,
+    EMA equal to those weights; chapter 07 fine-tunes the shipped base this way);
     cfg.target, when given, replaces what it predicts (`stage_for`). Step k sees batch k and the key
     fold_in(PRNGKey(seed + 1), k); at the end <workdir>/ema.safetensors holds the EMA weights and, in
     its metadata, the config and the target (read back by `ivlib.pretrained.load_weights`).
@@ -206,13 +207,13 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     mesh = make_mesh()
     if cfg.batch_size % mesh.shape["data"]:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.shape['data']} devices")
+    tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
+    model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed))
+    if cfg.init_weights is not None:  # fine-tuning; a checkpoint of this run, if any, replaces it in `fit`
+        state = init_state(initial_weights(cfg, stage, state["params"]), tx)
     workdir = check_workdir(cfg.workdir)
     check_resumable(workdir, cfg)
 
-    tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
-    model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed))
-    if cfg.init_weights is not None:  # a newer checkpoint of this run, if any, replaces it in `fit`
-        state = init_state(initial_weights(cfg, stage, state["params"]), tx)
     record = lambda: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     step_fn = make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t)
     state = fit(step_fn, state, lambda step: shard_batch(source(step), mesh), workdir=workdir, steps=cfg.steps,

@@ -29,7 +29,8 @@ LAYERS = (
     ("training and sharding", ("ivlib.loop", "ivlib.train", "ivlib.sharding", "ivlib.memory", "ivlib.trainer",
                                "ivlib.distill")),
     ("cascades, evaluation, pretrained loading", ("ivlib.pretrained", "ivlib.cascade", "ivlib.metrics",
-                                                  "ivlib.attributes", "ivlib.evaluation", "ivlib.listening")),
+                                                  "ivlib.attributes", "ivlib.evaluation", "ivlib.listening",
+                                                  "ivlib.appearance")),
     ("what faces a person", ("ivlib.cli", "ivlib.viz", "ivlib.widgets")),
 )
 

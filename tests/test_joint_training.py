@@ -1,0 +1,92 @@
+"""Joint image-video training (chapter 07): mixed batches, the image mask, fine-tuning, exact resume.
+
+That the U-Net keeps the frames of an image sample independent is tested in test_unet.py (a mixed batch of
+one image sample and one video); that a data-parallel step equals the single-device one on a mixed batch in
+test_sharding.py. The measures of chapter 07 (orange, smooth motion) are tested in test_appearance.py.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ivlib.data import captions as C
+from ivlib.trainer import BatchSource, TrainConfig, train
+from ivlib.weights import load_params, save_params
+from test_trainer import TINY, _cfg, _leaves
+
+MIXED = {"max_objects": 1, "image_fraction": 0.5}
+
+
+def test_mixed_batches_flag_each_sample_and_keep_captions_with_their_images():
+    source = BatchSource(TINY, _cfg("unused", batch_size=16, dataset_options=MIXED))
+    raw = source.dataset.batch(0, 16)
+    batch = source(0)
+    assert batch["video"].shape == (16, 4, 8, 8, 3)
+    np.testing.assert_array_equal(batch["is_image"], raw["is_image"])
+    assert 0 < batch["is_image"].sum() < 16  # per sample, not per batch
+    for caption, image, params, video in zip(raw["caption"], raw["is_image"], raw["params"], raw["video"]):
+        specs, captioned_as_image = C.parse_caption(caption)
+        assert captioned_as_image == image  # image captions have no motion words, video captions do
+        if image:  # a pack of independent images, each showing its caption's object at its own place
+            assert len(params.images) == 4 and all(i.things[0].spec == specs[0] for i in params.images)
+            assert len({(i.things[0].x, i.things[0].y) for i in params.images}) == 4
+            assert np.abs(np.diff(video, axis=0)).max() > 0.1
+
+
+def test_no_image_mask_presents_images_as_videos():
+    masked = BatchSource(TINY, _cfg("unused", batch_size=16, dataset_options=MIXED))(0)
+    unmasked = BatchSource(TINY, _cfg("unused", batch_size=16, dataset_options=MIXED, image_mask=False))(0)
+    assert masked["is_image"].any() and not unmasked["is_image"].any()
+    np.testing.assert_array_equal(masked["video"], unmasked["video"])
+
+
+def test_resume_with_mixed_batches_matches_an_uninterrupted_run(tmp_path):
+    cfg = lambda d, **kw: _cfg(tmp_path / d, batch_size=8, dataset_options=MIXED, **kw)
+    assert BatchSource(TINY, cfg("a"))(0)["is_image"].any()
+    _, full = train(cfg("a"), progress=False, stage=TINY)
+    train(cfg("b", steps=2), progress=False, stage=TINY)
+    _, resumed = train(cfg("b"), progress=False, stage=TINY)
+    assert int(resumed["step"]) == 4
+    for a, b in zip(_leaves(full), _leaves(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_init_weights_start_the_run_and_a_checkpoint_overrides_them(tmp_path):
+    _, trained = train(_cfg(tmp_path / "a", steps=2), progress=False, stage=TINY)
+    start = tmp_path / "a" / "ema.safetensors"
+    weights = load_params(start, trained["ema"])
+    # A learning rate of 1e-12 leaves the weights where they started: the run began at the file's weights.
+    _, tuned = train(_cfg(tmp_path / "b", steps=1, learning_rate=1e-12, init_weights=str(start)),
+                     progress=False, stage=TINY)
+    for a, b in zip(jax.tree.leaves(weights), jax.tree.leaves(tuned["params"])):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    # Resuming a fine-tuning run continues its checkpoints (not the file) and matches an uninterrupted run.
+    _, full = train(_cfg(tmp_path / "c", init_weights=str(start)), progress=False, stage=TINY)
+    train(_cfg(tmp_path / "d", steps=2, init_weights=str(start)), progress=False, stage=TINY)
+    _, resumed = train(_cfg(tmp_path / "d", init_weights=str(start)), progress=False, stage=TINY)
+    for a, b in zip(_leaves(full), _leaves(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["init_weights"] == str(start)
+
+
+def test_init_weights_of_another_text_encoder_or_target_are_refused(tmp_path):
+    _, trained = train(_cfg(tmp_path / "a", steps=1), progress=False, stage=TINY)
+    path = tmp_path / "a" / "ema.safetensors"
+    with pytest.raises(ValueError, match="text encoder 'toy-t5-random'.*--text-encoder toy-t5-random"):
+        train(_cfg(tmp_path / "b", text_encoder="toy-t5", init_weights=str(path)), progress=False, stage=TINY)
+    with pytest.raises(ValueError, match="predict 'v'.*--target v"):
+        train(_cfg(tmp_path / "c", target="eps", init_weights=str(path)), progress=False, stage=TINY)
+    other = tmp_path / "other.safetensors"
+    save_params(other, {"w": np.zeros(3)})
+    with pytest.raises(ValueError, match="has no parameter"):
+        train(_cfg(tmp_path / "d", init_weights=str(other)), progress=False, stage=TINY)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists()  # nothing written
+
+
+@pytest.mark.parametrize("kw,match", [({"image_mask": 1}, "image_mask must be True or False"),
+                                      ({"init_weights": "/nonexistent.safetensors"}, "init_weights: no weight file")])
+def test_bad_joint_settings_raise(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(workdir=str(tmp_path), **kw).validate()
