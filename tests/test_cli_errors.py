@@ -152,7 +152,7 @@ CASES = [
     ("train-image-fraction-twice", ["train", "--workdir", "{w}/new", "--image-fraction", "0.5", "--dataset-options",
                                     '{"image_fraction": 0.25}'], "give the image fraction once"),
     ("train-image-fraction-folder", ["train", "--workdir", "{w}/new", "--image-fraction", "0.5", "--dataset",
-                                     "folder"], "make_dataset('folder')"),
+                                     "folder"], "expected path=<folder of videos>"),
     ("train-init-weights-missing", ["train", "--workdir", "{w}/new", "--init-weights", "{w}/nope.safetensors"],
      "init_weights: no weight file at"),
     ("train-init-weights-not-weights", ["train", "--workdir", "{w}/new", "--init-weights", "{w}/file"],
