@@ -1,4 +1,4 @@
-"""Figures and interactive demos for the book (chapters 01, 02, 04, 06 and 08).
+"""Figures and interactive demos for the book (chapters 01, 02, 04, 06, 07 and 08).
 
 Every demo is a pure `render_*` function — same inputs, same figure, no global state — that
 returns a `matplotlib.figure.Figure`. A chapter first shows it plainly at a default setting (that
@@ -204,6 +204,38 @@ def prompt_widget(cascade, prompt="a red 3 moving left", **defaults):
         show_videos(video, titles=[prompt])
 
     return ipywidgets.interactive(show, prompt=text, seed=seed, guidance=weight, threshold=threshold, oscillate=oscillate)
+
+
+def render_comparison(cascades, prompt, seed=0, guidance=None, num_steps=32) -> dict:
+    """{name: video (F, H, W, C)} of one prompt through each of several cascades (chapter 07).
+
+    Pure, and fair: every cascade starts from the same noise (the same seed), so what differs is what the
+    models learnt. cascades: {name: Cascade}; the rest as in `render_prompt`."""
+    if not cascades:
+        raise ValueError("cascades: expected a dict {name: Cascade} with at least one entry")
+    return {name: render_prompt(c, prompt, seed, guidance, num_steps=num_steps)[0] for name, c in cascades.items()}
+
+
+def comparison_widget(cascades, prompt="an orange 4 moving up", **defaults):
+    """Type a prompt, pick a seed, see it through each model side by side (chapter 07). Returns the widget.
+
+    A prompt that cannot be sampled shows the error's message instead; `defaults` go to `render_comparison`."""
+    import ipywidgets
+
+    from ivlib.viz import show_videos
+
+    text = ipywidgets.Text(value=prompt, description="prompt", continuous_update=False)
+    seed = ipywidgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False)
+
+    def show(prompt, seed):
+        try:
+            videos = render_comparison(cascades, prompt, seed, **defaults)
+        except ValueError as err:
+            print(f"error: {err}")
+            return
+        show_videos(np.stack(list(videos.values())), titles=list(videos))
+
+    return ipywidgets.interactive(show, prompt=text, seed=seed)
 
 
 AUG_SNRS = (0.3, 1.0, 3.0, 5.0, 10.0, 30.0, 100.0, float("inf"))

@@ -90,3 +90,20 @@ def test_init_weights_of_another_text_encoder_or_target_are_refused(tmp_path):
 def test_bad_joint_settings_raise(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(workdir=str(tmp_path), **kw).validate()
+
+
+def test_comparison_starts_every_model_from_the_same_noise(capsys):
+    from ivlib import widgets
+    from ivlib.cascade import Cascade
+
+    cascade = Cascade.pretrained("toy", stages=["base"])
+    videos = widgets.render_comparison({"one": cascade, "same": cascade}, "an orange 4 moving up", num_steps=2)
+    assert list(videos) == ["one", "same"] and videos["one"].shape == (8, 16, 16, 3)
+    np.testing.assert_array_equal(videos["one"], videos["same"])
+    other_seed = widgets.render_comparison({"one": cascade}, "an orange 4 moving up", seed=1, num_steps=2)
+    assert np.abs(other_seed["one"] - videos["one"]).max() > 0.1
+    with pytest.raises(ValueError, match="at least one"):
+        widgets.render_comparison({}, "a red 3 moving left")
+    widget = widgets.comparison_widget({"one": cascade}, "a purple 3 moving left", num_steps=2)
+    widget.update()
+    assert "error: the toy text encoder does not know the word 'purple'" in capsys.readouterr().out
