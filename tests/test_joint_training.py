@@ -107,3 +107,41 @@ def test_comparison_starts_every_model_from_the_same_noise(capsys):
     widget = widgets.comparison_widget({"one": cascade}, "a purple 3 moving left", num_steps=2)
     widget.update()
     assert "error: the toy text encoder does not know the word 'purple'" in capsys.readouterr().out
+
+
+def test_images_send_no_gradient_into_what_mixes_frames():
+    """Image samples train the spatial path only: zero gradient for temporal convolutions and for the queries,
+    keys and position bias of temporal attention (its values still carry each frame through, §2.6)."""
+    from flax import nnx
+
+    from ivlib.nn.unet import Level, UNetConfig, VideoUNet
+    from ivlib.train import diffusion_loss
+    from ivlib.stage import Stage
+
+    config = UNetConfig(4, 8, 8, (Level(8, 1, False, "attention"), Level(8, 1, False, "conv")), text_dim=8,
+                        head_dim=4, emb_dim=16)
+    model = VideoUNet(config, rngs=nnx.Rngs(0))
+    for path, param in nnx.iter_graph(model):  # the zero-initialised output projections would hide gradients
+        if isinstance(param, nnx.Param):
+            param.value = jax.random.normal(jax.random.PRNGKey(len(path)), param.value.shape) * 0.3
+    stage = Stage("tiny", "base", config)
+    batch = {"video": jax.random.normal(jax.random.PRNGKey(1), (2, 4, 8, 8, 3)),
+             "text": jax.random.normal(jax.random.PRNGKey(2), (2, 3, 8)), "text_mask": np.ones((2, 3), bool)}
+
+    def grads(is_image):
+        return nnx.grad(lambda m: diffusion_loss(m, {**batch, "is_image": np.array(is_image)}, jax.random.PRNGKey(3),
+                                                 stage))(model)
+
+    def largest(state, keep):
+        flat = [(".".join(map(str, p)), np.abs(np.asarray(v)).max()) for p, v in nnx.to_flat_state(state)]
+        return max((g for name, g in flat if keep(name)), default=None)
+
+    images, videos = grads([True, True]), grads([False, False])
+    temporal_conv = lambda n: "temporal.proj" in n
+    query_key_bias = lambda n: "temporal.rel_bias" in n
+    assert largest(images, temporal_conv) == 0 and largest(videos, temporal_conv) > 1e-4
+    assert largest(images, query_key_bias) == 0 and largest(videos, query_key_bias) > 1e-4
+    qkv = [np.asarray(v) for p, v in nnx.to_flat_state(images) if "temporal.attn.qkv.kernel" in ".".join(map(str, p))]
+    assert qkv and all(np.abs(k[:, :2 * k.shape[1] // 3]).max() == 0 for k in qkv)  # queries and keys
+    assert all(np.abs(k[:, 2 * k.shape[1] // 3:]).max() > 1e-4 for k in qkv)  # values
+    assert largest(images, lambda n: "res." in n) > 1e-4  # the spatial path learns from images

@@ -120,7 +120,7 @@ class TemporalAttention(nnx.Module):
     """Self-attention over frames at every pixel, with a relative position bias (chapter 03; Fig. 7).
 
     x: `(B, F, H, W, C)`; video: `(B,)` bool, False for image-flagged samples, whose attention is
-    masked to each frame itself (chapter 07; paper section 2.5). The bias is a learned scalar per
+    masked to each frame itself (chapter 07; paper section 2.6). The bias is a learned scalar per
     head and frame distance j - i, with distances clipped to +-(frames - 1): a model trained on
     `frames` frames accepts any other number of frames, including 1.
     """

@@ -98,7 +98,7 @@ class TemporalConv(nnx.Module):
     GroupNorm (per frame) -> SiLU -> conv over frames with zero padding -> zero-initialised.
     The conv is written as one matmul on the frames shifted by -1, 0, +1 and stacked along channels
     (no 3-D convolution: those are slow on XLA:CPU). For image samples the residual is multiplied by
-    0, i.e. the path is bypassed exactly, as the paper's joint training does (section 2.5).
+    0, i.e. the path is bypassed exactly, as the paper's joint training does (section 2.6).
     Works for any number of frames, including 1.
     """
 
