@@ -1,7 +1,7 @@
 """Chapter 07's experiments: joint image-video training of the toy base model.
 
     python benchmarks/joint_training.py train ARM      # train (or resume) one arm
-    python benchmarks/joint_training.py eval           # score every arm -> toy_base.joint.json
+    python benchmarks/joint_training.py eval [--arms A,B]   # score arms -> ivlib/assets/weights/toy_base.joint.json
 
 Every arm fine-tunes the shipped base model (4000 steps on videos only) for STEPS more steps with the
 recipe of chapter 04 (`ivlib train --config toy --stage base`, batch 32, learning rate 1e-3 with 100
@@ -154,20 +154,23 @@ def write(rows):
 
 
 def evaluate(arms, guidance):
-    """Score the shipped base (the arms' starting point), every trained arm, and the ground truth."""
-    rows = [ground_truth_row()]
-    write(rows)
-    rows.append(score("start", ROOT / INIT, guidance=guidance))
-    write(rows)
-    for arm in arms:
-        path = ROOT / workdir(arm) / "ema.safetensors"
-        if not path.exists():
-            print(f"{arm}: not trained yet ({path} missing); skipped", flush=True)
-            continue
-        rows.append(score(arm, path, guidance=guidance))
-        write(rows)
-        print(json.dumps({k: rows[-1][k] for k in ("arm", "ordinary", "image_only")}), flush=True)
-    return rows
+    """Score `arms` (names of ARMS, "start": the shipped base they start from, "ground truth") and keep the rows
+    of OUT for the others, so arms can be scored as they finish; rows come out in a fixed order."""
+    order = ["ground truth", "start", *ARMS]
+    rows = {r["arm"]: r for r in json.loads(OUT.read_text())["rows"]} if OUT.exists() else {}
+    rows = {arm: row for arm, row in rows.items() if arm not in arms}
+    for arm in [a for a in order if a in arms or a in ("ground truth", "start") and a not in rows]:
+        if arm == "ground truth":
+            rows[arm] = ground_truth_row()
+        else:
+            path = ROOT / (INIT if arm == "start" else workdir(arm) + "/ema.safetensors")
+            if not path.exists():
+                print(f"{arm}: not trained yet ({path} missing); skipped", flush=True)
+                continue
+            rows[arm] = score(arm, path, guidance=guidance)
+            print(json.dumps({k: rows[arm][k] for k in ("arm", "ordinary", "image_only")}), flush=True)
+        write([rows[a] for a in order if a in rows])
+    return [rows[a] for a in order if a in rows]
 
 
 def main():
@@ -177,7 +180,8 @@ def main():
     tr.add_argument("arm", choices=list(ARMS))
     tr.add_argument("--steps", type=int, default=STEPS)
     ev = sub.add_parser("eval")
-    ev.add_argument("--arms", default=",".join(ARMS))
+    ev.add_argument("--arms", default=",".join(["ground truth", "start", *ARMS]),
+                    help="comma-separated arms to (re)score; the rows of the others are kept")
     ev.add_argument("--guidance", type=float, default=0.0)
     args = parser.parse_args()
     if args.command == "train":
