@@ -100,3 +100,16 @@ def test_best_guidance_trades_alignment_against_fidelity():
     assert best_guidance(rows) == 3.0  # w = 6 aligns best but its FVD is 50 % worse
     assert best_guidance(rows, fvd_tolerance=1.0) == 6.0
     assert best_guidance(rows[:1] + [row(1.0, 40.0, 0.1)]) == 0.0  # ties go to the smaller weight
+
+
+def test_chapter_07_models_are_the_arms_of_its_experiment():
+    """The weights chapter 07 samples are the arms its table scores: same start, steps and batches."""
+    result = json.loads((WEIGHTS_DIR / "toy_base.joint.json").read_text())
+    for name, arm, fraction, mask in (("base_video", "video", 0.0, True), ("base_joint", "joint-0.5", 0.5, True),
+                                      ("base_nomask", "joint-0.5-nomask", 0.5, False)):
+        meta = read_metadata(shipped_weights_path("toy", name))
+        cfg = meta["train_config"]
+        assert meta["steps"] == result["steps"] and cfg["init_weights"] == result["init"]
+        assert cfg["dataset_options"]["image_fraction"] == fraction and cfg["image_mask"] == mask
+        assert f"--workdir {cfg['workdir']} " in result["commands"][arm] + " "
+    assert {r["arm"] for r in result["rows"]} >= {"ground truth", "start", "video", "joint-0.5", "joint-0.5-nomask"}
