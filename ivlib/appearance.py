@@ -26,7 +26,7 @@ import numpy as np
 ORANGE_HUES = (15.0, 42.0)  # degrees: midpoints between red (0), orange (30) and yellow (53)
 BRIGHT = 0.5  # an object pixel's brightest channel exceeds this, on a [0, 1] scale
 SATURATED = 0.5  # pixels below this saturation have no reliable hue
-SMOOTH_JUMP = 3.0  # pixels at 16x16: ground-truth toy videos move at most ~2.3 pixels from frame to frame
+SMOOTH_JUMP = 3.0  # pixels at 16x16: ground-truth toy videos move at most ~2.2 pixels from frame to frame
 
 
 def _unit(videos) -> np.ndarray:
