@@ -40,7 +40,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(a, b, atol=2e-3, rtol=2e-3)  # stored as float16
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [{"max_objects": 1}, {"max_objects": 1, "image_fraction": 0.5}],
+                         ids=["videos", "mixed-batches"])  # chapter 07's joint training
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, options):
     real = trainer.make_train_step
 
     def poisoned(*args, **kwargs):
@@ -55,10 +57,10 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "make_train_step", poisoned)
     with pytest.raises(TrainingDiverged, match="step 3"):
-        train(_cfg(tmp_path), progress=False, stage=TINY)
+        train(_cfg(tmp_path, dataset_options=options), progress=False, stage=TINY)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
     monkeypatch.setattr(trainer, "make_train_step", real)
-    _, state = train(_cfg(tmp_path), progress=False, stage=TINY)   # resumes from step 2 and finishes
+    _, state = train(_cfg(tmp_path, dataset_options=options), progress=False, stage=TINY)  # resumes at 2, finishes
     assert int(state["step"]) == 4
 
 
