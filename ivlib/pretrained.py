@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
 from flax import nnx
 
 from ivlib.configs import get_cascade, get_stage
@@ -48,8 +49,17 @@ def load_weights(stage: Stage, path):
     target = trained_target(stage, metadata)
     if target != stage.unet.target:
         stage = stage.with_target(target)
-    model_def, init_params = ModelDef.split(VideoUNet(stage.unet, rngs=nnx.Rngs(0)))
-    return stage, model_def, load_params(path, init_params)
+    return stage, *_read_onto_shapes(stage, path)
+
+
+def _read_onto_shapes(stage: Stage, path):
+    """(model_def, params): the stage's network structure from shapes alone (`nnx.eval_shape`: nothing is
+    allocated, which matters at 5.6B parameters), with the parameters read from `path`. A network with
+    non-parameter state (dropout streams) is built for real, since that state cannot come from a file."""
+    model_def, shapes = ModelDef.split(nnx.eval_shape(lambda: VideoUNet(stage.unet, rngs=nnx.Rngs(0))))
+    if jax.tree.leaves(model_def.rest):
+        model_def, shapes = ModelDef.split(VideoUNet(stage.unet, rngs=nnx.Rngs(0)))
+    return model_def, load_params(path, shapes)
 
 
 def load_stage(config_name: str, stage_name: str, path=None):

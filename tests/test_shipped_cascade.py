@@ -113,3 +113,24 @@ def test_chapter_07_models_are_the_arms_of_its_experiment():
         assert cfg["dataset_options"]["image_fraction"] == fraction and cfg["image_mask"] == mask
         assert f"--workdir {cfg['workdir']} " in result["commands"][arm] + " "
     assert {r["arm"] for r in result["rows"]} >= {"ground truth", "start", "video", "joint-0.5", "joint-0.5-nomask"}
+
+
+def test_loading_weights_builds_the_network_from_shapes_only(monkeypatch):
+    """No parameter is initialised before the file is read (a 5.6B-parameter stage would allocate 22 GB)."""
+    import jax
+
+    import ivlib.pretrained as pretrained
+
+    concrete = []
+
+    class Spy(pretrained.VideoUNet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            concrete.append(not isinstance(self.conv_in.kernel[...], jax.core.Tracer))
+
+    monkeypatch.setattr(pretrained, "VideoUNet", Spy)
+    stage, model_def, params = pretrained.load_stage("toy", "base")
+    assert concrete == [False]
+    expected = load_stage("toy", "base")[2]
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
