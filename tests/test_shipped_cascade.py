@@ -131,6 +131,17 @@ def test_loading_weights_builds_the_network_from_shapes_only(monkeypatch):
     monkeypatch.setattr(pretrained, "VideoUNet", Spy)
     stage, model_def, params = pretrained.load_stage("toy", "base")
     assert concrete == [False]
-    expected = load_stage("toy", "base")[2]
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
+    monkeypatch.undo()
+    from flax import nnx
+
+    from ivlib.nn.model_def import ModelDef
+    from ivlib.weights import load_params
+
+    built = ModelDef.split(pretrained.VideoUNet(stage.unet, rngs=nnx.Rngs(0)))[1]  # the old way: a real network
+    expected = load_params(shipped_weights_path("toy", "base"), built)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+    x = np.zeros((1, 8, 16, 16, 3), np.float32)
+    np.testing.assert_array_equal(model_def.bind(params)(x, np.zeros(1)), ModelDef.split(
+        pretrained.VideoUNet(stage.unet, rngs=nnx.Rngs(0)))[0].bind(expected)(x, np.zeros(1)))
