@@ -23,12 +23,12 @@ the same steps on each keeps the comparison fair at a cost a laptop can pay. Eac
 import argparse
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import time
 
 from ivlib.appearance import SMOOTH_JUMP
+from recipe_ablation import record_cpu  # benchmarks/ is on the path of a script run from it
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.joint.json"
@@ -54,11 +54,6 @@ def command(arm, steps=STEPS):
     return ["ivlib", "train", *RECIPE, *ARMS[arm], "--workdir", workdir(arm), "--steps", str(steps)]
 
 
-def _record_cpu(path, seconds):
-    total = json.loads(path.read_text())["cpu_seconds"] if path.exists() else 0.0
-    path.write_text(json.dumps({"cpu_seconds": total + seconds}))
-
-
 def train(arm, steps):
     """Train (or resume) one arm with the `ivlib train` command itself, adding its CPU time to cpu.json."""
     start = time.time()
@@ -68,8 +63,7 @@ def train(arm, steps):
         print(" ".join(command(arm, steps)), flush=True)
         subprocess.run(argv, cwd=ROOT, check=True)
     finally:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        _record_cpu(ROOT / workdir(arm) / "cpu.json", usage.ru_utime + usage.ru_stime)
+        record_cpu(workdir(arm))
         print(f"{arm}: {(time.time() - start) / 60:.1f} wall minutes this call", flush=True)
 
 

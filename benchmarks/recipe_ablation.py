@@ -50,10 +50,10 @@ def arm_stage(arm):
     return dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, levels=levels))
 
 
-def _record_cpu(workdir, seconds_before):
-    """Add this process's CPU time (and its children's) to <workdir>/cpu.json."""
+def record_cpu(workdir):
+    """Add this process's CPU time (and its children's, e.g. an `ivlib train` subprocess) to <workdir>/cpu.json."""
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    seconds = sum(u.ru_utime + u.ru_stime for u in usage) - seconds_before
+    seconds = sum(u.ru_utime + u.ru_stime for u in usage)
     path = ROOT / workdir / "cpu.json"
     total = json.loads(path.read_text())["cpu_seconds"] if path.exists() else 0.0
     path.write_text(json.dumps({"cpu_seconds": total + seconds}))
@@ -69,7 +69,7 @@ def train(arm, steps, cpu_devices):
         print(" ".join(command), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
     finally:
-        _record_cpu(spec["workdir"], 0.0)
+        record_cpu(spec["workdir"])
         print(f"{arm}: {(time.time() - start) / 60:.1f} wall minutes this call")
 
 

@@ -148,9 +148,10 @@ def initial_weights(cfg: TrainConfig, stage: Stage, like):
     if theirs is not None and theirs != cfg.text_encoder:
         raise ValueError(f"init_weights {path} were trained on text encoder {theirs!r}, this run uses "
                          f"{cfg.text_encoder!r}: pass --text-encoder {theirs}")
-    if metadata and trained_target(stage, metadata) != stage.unet.target:
-        raise ValueError(f"init_weights {path} predict {trained_target(stage, metadata)!r}, this run trains "
-                         f"{stage.unet.target!r}: pass --target {trained_target(stage, metadata)}")
+    target = trained_target(stage, metadata)
+    if target != stage.unet.target:
+        raise ValueError(f"init_weights {path} predict {target!r}, this run trains {stage.unet.target!r}: "
+                         f"pass --target {target}")
     return load_params(path, like)
 
 
