@@ -125,7 +125,7 @@ def _add_sampling_args(parser):
     """How each stage is sampled: the options `generate` and `eval` share."""
     parser.add_argument("--steps", type=_count, default=64, help="sampling steps of the base model")
     parser.add_argument("--sr-steps", type=_count, default=32, help="sampling steps of each super-resolution stage")
-    parser.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
+    parser.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "stochastic"])  # diffusion.SAMPLERS (not imported: jax loads lazily)
     parser.add_argument("--guidance", type=_real, default=None,
                         help="guidance weight w of the base model (eq. 5); default: the best of chapter 08's sweep")
     parser.add_argument("--sr-guidance", type=_real, default=1.0, help="guidance weight of the SR stages")

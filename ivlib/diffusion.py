@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from ivlib.schedules import alpha_sigma, cosine_logsnr
 
 TARGETS = ("v", "eps", "x")
-SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = ("ancestral", "ddim", "stochastic")
 
 
 def _per_sample(logsnr, x):
@@ -155,6 +155,28 @@ def ancestral_step(z_t, x_pred, logsnr_t, logsnr_s, noise, gamma):
     mean = r * (alpha_s / alpha_t) * z_t + one_minus_r * alpha_s * x_pred
     log_var = jnp.log(one_minus_r) + (1.0 - gamma) * 2.0 * jnp.log(sigma_s) + gamma * 2.0 * jnp.log(sigma_t)
     return mean + jnp.exp(0.5 * log_var) * noise
+
+
+def renoise(z_u, logsnr_u, logsnr_s, noise):
+    """Sample the forward process q(z_s | z_u) from a less noisy time u to s (λ_u ≥ λ_s; chapter 09).
+
+    z_s = (α_s/α_u) z_u + σ_{s|u} ε with σ²_{s|u} = σ_s² − (α_s/α_u)² σ_u² = σ_s² (1 − e^{λ_s − λ_u}), so a
+    z_u ~ q(z_u | x) becomes a z_s ~ q(z_s | x): the forward process run on from u to s.
+    """
+    lu, ls = _per_sample(logsnr_u, z_u), _per_sample(logsnr_s, z_u)
+    alpha_u, _ = alpha_sigma(lu)
+    alpha_s, sigma_s = alpha_sigma(ls)
+    std = sigma_s * jnp.sqrt(-jnp.expm1(jnp.minimum(ls - lu, 0.0)))
+    return (alpha_s / alpha_u) * z_u + std * noise
+
+
+def stochastic_step(z_t, x_pred, logsnr_t, logsnr_s, logsnr_u, noise):
+    """One step of the N-step stochastic sampler for distilled models (chapter 09; Meng et al. 2022, paper §2.7).
+
+    A deterministic DDIM step of twice the step size, from t past s to u (λ_t < λ_s < λ_u), then back to s
+    by the forward process with fresh noise: z_s = renoise(ddim_step(z_t, x̂, λ_t, λ_u), λ_u, λ_s, ε).
+    """
+    return renoise(ddim_step(z_t, x_pred, logsnr_t, logsnr_u), logsnr_u, logsnr_s, noise)
 # [end-steps]
 
 
@@ -178,7 +200,8 @@ def sample(denoise_fn, shape, key, num_steps, sampler="ancestral", gamma=0.3, lo
     `step_aware=True` it is called as denoise_fn(z, logsnr, step) (step = 0 for the first, noisiest
     step), which per-step guidance weights need. `x_transform(x_pred)` (e.g. clipping or dynamic
     thresholding) is applied to every x prediction. z_1 ~ N(0, I); each step goes from t = (i+1)/N
-    to s = i/N with the ancestral rule (eq. 3–4, stochasticity `gamma`) or DDIM; the last step
+    to s = i/N with the ancestral rule (eq. 3–4, stochasticity `gamma`), DDIM, or the 'stochastic' sampler of
+    distilled models (a DDIM step to (i − 1)/N and back to s with fresh noise, `stochastic_step`); the last step
     returns the final x prediction, the model's estimate of the data at t = 0.
 
     The whole loop is one `jax.lax.fori_loop` inside `jax.jit` (functions are static arguments:
@@ -205,6 +228,10 @@ def _sample(denoise_fn, shape, key, num_steps, sampler, gamma, logsnr_fn, x_tran
             x_pred = x_transform(x_pred)
         if sampler == "ddim":
             z_s = ddim_step(z_t, x_pred, logsnr_t, logsnr_s)
+        elif sampler == "stochastic":  # u = (i − 1)/N; on the last step (i = 0) z_s is unused: x̂ is returned
+            logsnr_u = jnp.full((batch,), logsnr_fn(jnp.maximum(i - 1, 0) / num_steps))
+            noise = jax.random.normal(jax.random.fold_in(step_key, step), shape)
+            z_s = stochastic_step(z_t, x_pred, logsnr_t, logsnr_s, logsnr_u, noise)
         else:
             noise = jax.random.normal(jax.random.fold_in(step_key, step), shape)
             z_s = ancestral_step(z_t, x_pred, logsnr_t, logsnr_s, noise, gamma)

@@ -440,3 +440,11 @@ def test_fit_stops_at_an_unreadable_newest_checkpoint_and_changes_nothing(tmp_pa
     assert _snapshot(tmp_path) == before
     restored = restore_latest(checkpoint_manager(tmp_path / "checkpoints", 3), abstract_like(state))
     assert int(restored["step"]) == 1  # read-only use (export) still falls back to the last good one
+
+
+def test_every_sampler_of_the_library_is_a_choice_of_the_cli():
+    from ivlib.diffusion import SAMPLERS
+
+    generate = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["generate"]
+    sampler = next(a for a in generate._actions if a.dest == "sampler")
+    assert tuple(sampler.choices) == SAMPLERS

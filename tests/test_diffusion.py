@@ -90,7 +90,8 @@ def _moment_errors(num_steps, sampler, gamma=0.3):
     return abs(float(x.mean()) - MU), abs(float(x.std()) - STD)
 
 
-@pytest.mark.parametrize("sampler,gamma", [("ddim", 0.0), ("ancestral", 0.0), ("ancestral", 0.3), ("ancestral", 1.0)])
+@pytest.mark.parametrize("sampler,gamma", [("ddim", 0.0), ("ancestral", 0.0), ("ancestral", 0.3), ("ancestral", 1.0),
+                                           ("stochastic", 0.0)])
 def test_samplers_reproduce_gaussian_data_as_steps_grow(sampler, gamma):
     few = _moment_errors(2, sampler, gamma)
     many = _moment_errors(256, sampler, gamma)
