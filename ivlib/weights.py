@@ -45,6 +45,21 @@ def read_metadata(path):
         return {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
 
 
+def update_metadata(path, **entries):
+    """Add or replace metadata entries of a weight file, leaving its parameters byte for byte as they are.
+
+    For what a training config cannot say, e.g. the commands of a run that changed its recipe on resume.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    path = pathlib.Path(path)
+    meta = {**read_metadata(path), **entries}
+    tmp = path.with_suffix(".tmp")
+    save_file(load_file(str(path)), str(tmp), metadata={key: json.dumps(value) for key, value in meta.items()})
+    tmp.replace(path)
+    return meta
+
+
 def load_params(path, like):
     """Read a weight file into the structure of the pytree `like` (e.g. a model's abstract params).
 

@@ -124,3 +124,17 @@ def test_weight_files_written_before_the_target_was_recorded_read_their_train_co
     assert trained_target(TINY, {"train_config": {"target": "x"}}) == "x"
     assert trained_target(TINY, {"train_config": {"target": None}}) == "v"
     assert trained_target(TINY, {}) == "v"
+
+
+def test_update_metadata_adds_entries_and_keeps_every_parameter(tmp_path):
+    from ivlib.weights import read_metadata, save_params, update_metadata
+
+    params = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": {"c": np.ones(4, np.float32)}}
+    path = save_params(tmp_path / "w.safetensors", params, metadata={"steps": 3, "stage": "base"})
+    before = load_params(path, params)
+    update_metadata(path, commands=["ivlib train ... --steps 2", "ivlib train ... --steps 3"], steps=3)
+    assert read_metadata(path) == {"steps": 3, "stage": "base",
+                                   "commands": ["ivlib train ... --steps 2", "ivlib train ... --steps 3"]}
+    for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(load_params(path, params))):
+        np.testing.assert_array_equal(x, y)
+    assert not (tmp_path / "w.tmp").exists()

@@ -228,3 +228,23 @@ def test_bad_inputs_raise(base_model):
         base_model(z, 0.0, is_image=jnp.zeros(3, bool))
     with pytest.raises(ValueError, match="cond_channels=0"):
         base_model(z, 0.0, cond=cond, cond_logsnr=0.0)
+
+
+def test_guidance_embedding_conditions_the_network_on_w():
+    """Chapter 09's student is told w: its output depends on w per sample, and gradients reach the embedding."""
+    config = dataclasses.replace(BASE, guidance_embedding=True)
+    model = make(config)
+    z, text, mask, _ = inputs(config)
+    call = nnx.jit(lambda m, w: m(z, jnp.array([1.0, -2.0]), text, mask, guidance=w))
+    zero, mixed, scalar = call(model, jnp.zeros(2)), call(model, jnp.array([0.0, 4.0])), call(model, 0.0)
+    np.testing.assert_allclose(scalar, zero, atol=1e-6)
+    np.testing.assert_allclose(model(z, jnp.array([1.0, -2.0]), text, mask), zero, atol=1e-5)  # None means w = 0
+    assert max_diff(mixed[0], zero[0]) < 1e-5 and max_diff(mixed[1], zero[1]) > 1e-3  # per sample
+    grads = nnx.grad(lambda m: jnp.mean(call(m, jnp.array([1.0, 4.0])) ** 2))(model)
+    assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree.leaves(nnx.state(grads.guidance_emb)))
+    features = 2 * (max(16, 8) // 2)
+    assert count_params(config) - count_params(BASE) == features * 32 + 32 + 32 * 32 + 32  # two dense layers
+    with pytest.raises(ValueError, match="guidance_embedding=False"):
+        make(BASE)(z, 0.0, text, mask, guidance=1.0)
+    with pytest.raises(ValueError, match="guidance must be"):
+        model(z, 0.0, text, mask, guidance=jnp.zeros(3))

@@ -65,6 +65,31 @@ class LogSNREmbedding(nnx.Module):
         return self.dense2(jax.nn.silu(self.dense1(logsnr_features(logsnr, self.features))))
 
 
+def guidance_features(w: jax.Array, dim: int) -> jax.Array:
+    """Fourier features of the guidance weight w ≥ 0 (chapter 09): `(B,) -> (B, dim)`.
+
+    A guided-distilled student is told which w to imitate (Meng et al. 2022); like the log-SNR, w enters as
+    sinusoids, here of `100 w`, so that weights 0.1 apart differ in the fastest features and 0 to ~20 spans the
+    slowest ones without wrapping.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+    angles = 100.0 * w.astype(jnp.float32)[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+class GuidanceEmbedding(nnx.Module):
+    """Guidance weight -> Fourier features -> MLP (chapter 09): `(B,) -> (B, emb_dim)`, added to the FiLM embedding."""
+
+    def __init__(self, features: int, emb_dim: int, *, rngs: nnx.Rngs):
+        self.features = features
+        self.dense1 = nnx.Linear(features, emb_dim, rngs=rngs)
+        self.dense2 = nnx.Linear(emb_dim, emb_dim, rngs=rngs)
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        return self.dense2(jax.nn.silu(self.dense1(guidance_features(w, self.features))))
+
+
 class ResBlock(nnx.Module):
     """Spatial residual block with FiLM conditioning (chapter 03; Imagen / VDM style).
 

@@ -16,7 +16,7 @@ from flax import nnx
 
 from ivlib.compat import ModuleList
 from ivlib.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
-from ivlib.nn.layers import Downsample, LogSNREmbedding, ResBlock, TemporalConv, Upsample, group_norm, zeros_init
+from ivlib.nn.layers import Downsample, GuidanceEmbedding, LogSNREmbedding, ResBlock, TemporalConv, Upsample, group_norm, zeros_init
 
 TEMPORAL = ("attention", "conv", "none")
 TARGETS = ("v", "eps", "x")
@@ -49,6 +49,8 @@ class UNetConfig:
     paper's last SSR stage, trained on crops); it then may not use spatial attention.
     target: what the network predicts ("v" in the paper, section 2.4); the network itself does not
     depend on it, the trainer and samplers read it.
+    guidance_embedding: the network takes the guidance weight w as an input, embedded and added to the FiLM
+    embedding (Meng et al. 2022): the student of guided distillation (chapter 09). Off by default.
     """
 
     frames: int
@@ -65,6 +67,7 @@ class UNetConfig:
     dtype: str = "float32"
     fully_convolutional: bool = False
     target: str = "v"
+    guidance_embedding: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the field when this configuration cannot work."""
@@ -158,6 +161,7 @@ class VideoUNet(nnx.Module):
         features = max(16, ch0 + ch0 % 2)
         self.logsnr_emb = LogSNREmbedding(features, emb_dim, rngs=rngs)
         self.cond_logsnr_emb = LogSNREmbedding(features, emb_dim, rngs=rngs) if config.cond_channels else None
+        self.guidance_emb = GuidanceEmbedding(features, emb_dim, rngs=rngs) if config.guidance_embedding else None
         if config.text_dim:
             self.text_norm = nnx.LayerNorm(config.text_dim, rngs=rngs)
             self.text_pool = nnx.Linear(config.text_dim, emb_dim, rngs=rngs)
@@ -184,7 +188,7 @@ class VideoUNet(nnx.Module):
         self.conv_out = nnx.Conv(ch0, config.channels, (3, 3), dtype=dtype, kernel_init=zeros_init, rngs=rngs)
 
     # ---------------------------------------------------------------- inputs
-    def _check_inputs(self, z, logsnr, text, text_mask, cond, cond_logsnr, is_image):
+    def _check_inputs(self, z, logsnr, text, text_mask, cond, cond_logsnr, is_image, guidance):
         c = self.config
         if z.ndim != 5 or z.shape[-1] != c.channels:
             raise ValueError(f"z must be (batch, frames, height, width, {c.channels}); got shape {z.shape}")
@@ -215,10 +219,18 @@ class VideoUNet(nnx.Module):
                 raise ValueError(f"text_mask must be {text.shape[:2]} (batch, tokens); got {text_mask.shape}")
         if is_image is not None and jnp.shape(is_image) != (b,):
             raise ValueError(f"is_image must be a ({b},) bool array; got shape {jnp.shape(is_image)}")
+        if guidance is not None:
+            if not c.guidance_embedding:
+                raise ValueError("guidance given but this model has guidance_embedding=False: it is guided by two "
+                                 "passes (ivlib.guidance), not told the weight")
+            if jnp.shape(guidance) not in ((), (b,)):
+                raise ValueError(f"guidance must be a scalar or shape ({b},); got shape {jnp.shape(guidance)}")
 
-    def _embedding(self, logsnr, text, text_mask, cond_logsnr, video, b, f):
+    def _embedding(self, logsnr, text, text_mask, cond_logsnr, video, b, f, guidance):
         """Per-frame conditioning embedding `(B * F, emb_dim)` for FiLM, and the normalised text."""
         emb = self.logsnr_emb(jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (b,)))
+        if self.guidance_emb is not None:
+            emb = emb + self.guidance_emb(jnp.broadcast_to(jnp.asarray(guidance, jnp.float32), (b,)))
         if self.cond_logsnr_emb is not None:
             emb = emb + self.cond_logsnr_emb(jnp.broadcast_to(jnp.asarray(cond_logsnr, jnp.float32), (b,)))
         if self.text_norm is not None:
@@ -239,16 +251,18 @@ class VideoUNet(nnx.Module):
         return emb.reshape(b * f, -1), text
 
     # ---------------------------------------------------------------- forward
-    def __call__(self, z, logsnr, text=None, text_mask=None, cond=None, cond_logsnr=None, is_image=None):
+    def __call__(self, z, logsnr, text=None, text_mask=None, cond=None, cond_logsnr=None, is_image=None,
+                 guidance=None):
         """Predict the stage's target (chapter 03).
 
         z: (B, F, H, W, channels); logsnr: scalar or (B,); text: (B, L, text_dim) float (None on a
         text model = the null prompt); text_mask: (B, L) bool (None = all tokens valid);
         cond: (B, F, H, W, cond_channels), already upsampled to z's shape; cond_logsnr: scalar or
-        (B,), required iff cond_channels > 0; is_image: (B,) bool, None = all videos.
+        (B,), required iff cond_channels > 0; is_image: (B,) bool, None = all videos; guidance: the weight w
+        a guided-distilled student imitates, scalar or (B,), only with guidance_embedding (None = 0).
         Returns (B, F, H, W, channels) float32.
         """
-        self._check_inputs(z, logsnr, text, text_mask, cond, cond_logsnr, is_image)
+        self._check_inputs(z, logsnr, text, text_mask, cond, cond_logsnr, is_image, guidance)
         c = self.config
         b, f = z.shape[:2]
         video = jnp.ones((b,), bool) if is_image is None else ~jnp.asarray(is_image, bool)
@@ -257,7 +271,8 @@ class VideoUNet(nnx.Module):
                 text, text_mask = jnp.zeros((b, 1, c.text_dim)), jnp.zeros((b, 1), bool)
             elif text_mask is None:
                 text_mask = jnp.ones(text.shape[:2], bool)
-        emb, text = self._embedding(logsnr, text, text_mask, cond_logsnr, video, b, f)
+        emb, text = self._embedding(logsnr, text, text_mask, cond_logsnr, video, b, f,
+                                    0.0 if guidance is None else guidance)
         x = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
         h = _frames_map(self.conv_in, x.astype(jnp.dtype(c.dtype)))
         run = lambda blk, h, e: blk(h, e, text, text_mask, video)
