@@ -24,7 +24,7 @@ from flax import nnx
 from ivlib.conditioning import (augment_condition, augment_for_sampling, augment_for_training, condition_video,
                                 sampling_condition, upsample_spatial, upsample_temporal)
 from ivlib.diffusion import SAMPLERS, idle_steps, sample, x_from_prediction
-from ivlib.guidance import THRESHOLDS, classifier_free_prediction, oscillating_weights, threshold_fn
+from ivlib.guidance import THRESHOLDS, guided_output, oscillating_weights, threshold_fn
 from ivlib.pretrained import load_shipped, load_stage, trained_text_encoder
 from ivlib.stage import Stage, check_chain
 
@@ -41,15 +41,16 @@ def stage_denoiser(stage: Stage, model, text=None, text_mask=None, weights=None,
 
     The network predicts `stage.unet.target` (v, ε or x: the one value training used); with `text`,
     classifier-free guidance at weight weights[step] combines it with the null prompt's in one pass
-    (eq. 5). The output is decoded to x̂ with `x_from_prediction`.
+    (eq. 5), or a guided-distilled student is told the weight (chapter 09). The output is decoded to x̂
+    with `x_from_prediction`.
     """
     extra = {} if cond is None else {"cond": cond, "cond_logsnr": cond_logsnr}
 
     def denoise(z, logsnr, step):
         if text is None:
             out = model(z, logsnr, **extra)
-        else:  # classifier-free guidance with per-step weights (constant or oscillating), one forward pass
-            out = classifier_free_prediction(model, z, logsnr, text, text_mask, weights[step], **extra)
+        else:  # guidance with per-step weights (constant or oscillating): one batched pass, or a student told w
+            out = guided_output(model, z, logsnr, text, text_mask, weights[step], **extra)
         return x_from_prediction(z, out, logsnr, stage.unet.target)
 
     return denoise

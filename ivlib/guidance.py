@@ -97,3 +97,12 @@ def classifier_free_prediction(model_fn, z, logsnr, text, text_mask, w, **model_
     out = model_fn(double(z), double(logsnr), both_text, both_mask, **kwargs)
     return guide(out[:b], out[b:], w)
 # [end-cfg]
+
+
+def guided_output(model, z, logsnr, text, text_mask, w, **model_kwargs):
+    """The output at guidance weight w of any text model (chapters 08–09): one pass of a guided-distilled
+    student, which is told w (`UNetConfig.guidance_embedding`), or the classifier-free combination of the
+    conditional and null-prompt passes (`classifier_free_prediction`) for every other model."""
+    if getattr(getattr(model, "config", None), "guidance_embedding", False):
+        return model(z, logsnr, text, text_mask, guidance=w, **model_kwargs)
+    return classifier_free_prediction(model, z, logsnr, text, text_mask, w, **model_kwargs)

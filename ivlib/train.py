@@ -66,6 +66,20 @@ def _random_crop(key, x, cond, size):
     return jax.vmap(crop)(x, top, left), jax.vmap(crop)(cond, top, left)
 
 
+def stage_inputs(stage: Stage, batch, k_aug, k_crop, aug_max_t=0.6):
+    """(x, extra): the clean target video and, for SR stages, the model's conditioning inputs
+    {"cond", "cond_logsnr"} — the upsampled low-resolution video after noise conditioning augmentation at
+    λ' = λ(t'), t' ~ U(0, aug_max_t) (§2.5), both cropped alike for stages trained on crops (chapter 06)."""
+    x = batch["video"]
+    if stage.kind == "base":
+        return x, {}
+    cond = condition_video(stage, batch["cond"])
+    if stage.train_crop is not None:
+        x, cond = _random_crop(k_crop, x, cond, stage.train_crop)
+    cond, cond_logsnr = augment_for_training(cond, k_aug, aug_max_t)
+    return x, {"cond": cond, "cond_logsnr": cond_logsnr}
+
+
 # [start-loss]
 def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, text_dropout=0.1, aug_max_t=0.6):
     """The stage's training loss on one batch (chapters 02 and 04).
@@ -84,16 +98,9 @@ def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, text_dropout=0.1,
     upsampled low-resolution video after noise conditioning augmentation at a random log-SNR
     λ' = λ(t'), t' ~ U(0, aug_max_t) (§2.5; the range is our choice), and are told λ'.
     """
-    x = batch["video"]
-    b = x.shape[0]
     k_t, k_noise, k_drop, k_aug, k_crop = jax.random.split(key, 5)
-    extra = {}
-    if stage.kind != "base":
-        cond = condition_video(stage, batch["cond"])
-        if stage.train_crop is not None:
-            x, cond = _random_crop(k_crop, x, cond, stage.train_crop)
-        cond, cond_logsnr = augment_for_training(cond, k_aug, aug_max_t)
-        extra = {"cond": cond, "cond_logsnr": cond_logsnr}
+    x, extra = stage_inputs(stage, batch, k_aug, k_crop, aug_max_t)
+    b = x.shape[0]
     logsnr = cosine_logsnr(jax.random.uniform(k_t, (b,)))
     noise = jax.random.normal(k_noise, x.shape)
     z = diffuse(x, logsnr, noise)

@@ -120,3 +120,111 @@ def test_distillation_loss_is_truncated_snr_weighted_x_mse():
     xs, xt = jnp.ones((2, 4)), jnp.zeros((2, 4))
     logsnr = jnp.array([-3.0, 2.0])
     np.testing.assert_allclose(distill.distillation_loss(xs, xt, logsnr), [1.0, np.exp(2.0)], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the losses on networks
+from flax import nnx  # noqa: E402
+
+from ivlib.diffusion import diffuse, x_from_v  # noqa: E402
+from ivlib.guidance import static_clip  # noqa: E402
+from ivlib.loop import init_state  # noqa: E402
+from ivlib.nn.model_def import ModelDef  # noqa: E402
+from ivlib.nn.unet import Level, UNetConfig, VideoUNet  # noqa: E402
+from ivlib.stage import Stage  # noqa: E402
+from ivlib.train import default_optimizer  # noqa: E402
+
+TINY = Stage("tiny", "base", UNetConfig(4, 8, 8, (Level(8, 1, False, "attention"),), text_dim=8, head_dim=8,
+                                        emb_dim=16))
+
+
+def _teacher():
+    """A tiny text model with random parameters (a fresh one outputs zeros: its last conv starts at zero)."""
+    model_def, params = ModelDef.split(VideoUNet(TINY.unet, rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: jnp.asarray(p + 0.2 * rng.standard_normal(p.shape), jnp.float32), params)
+    return model_def, params
+
+
+def _batch():
+    rng = np.random.default_rng(1)
+    return {"video": jnp.asarray(rng.uniform(-1, 1, (3, 4, 8, 8, 3)), jnp.float32),
+            "text": jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32),
+            "text_mask": jnp.asarray(np.arange(5)[None] < np.array([[2], [5], [3]]))}
+
+
+def _teacher_x(teacher, z, logsnr, batch, w):
+    """The teacher's guided, clipped x-prediction, from its two passes written out."""
+    cond = x_from_v(z, teacher(z, logsnr, batch["text"], batch["text_mask"]), logsnr)
+    null = x_from_v(z, teacher(z, logsnr, jnp.zeros_like(batch["text"]), jnp.zeros_like(batch["text_mask"])), logsnr)
+    return static_clip((1 + w[:, None, None, None, None]) * cond - w[:, None, None, None, None] * null)
+
+
+def test_a_new_student_predicts_what_its_teacher_predicts_with_the_prompt():
+    teacher_def, teacher_params = _teacher()
+    stage, student_def, student_params = distill.student_from_teacher(TINY, teacher_params, jax.random.PRNGKey(1))
+    assert stage.unet.guidance_embedding and not TINY.unet.guidance_embedding
+    teacher, student = teacher_def.bind(teacher_params), student_def.bind(student_params)
+    batch, key = _batch(), jax.random.PRNGKey(2)
+    np.testing.assert_allclose(
+        student(batch["video"], jnp.zeros(3), batch["text"], batch["text_mask"], guidance=jnp.array([0.0, 2.0, 7.0])),
+        teacher(batch["video"], jnp.zeros(3), batch["text"], batch["text_mask"]), atol=1e-5)
+    loss = distill.guided_distillation_loss(student, teacher, batch, key, stage, w_range=(0.0, 0.0), x_transform=None)
+    assert float(loss) < 1e-8  # at w = 0 the guided target is the conditional prediction, already matched
+    clipped = distill.guided_distillation_loss(student, teacher, batch, key, stage, w_range=(0.0, 0.0))
+    assert float(clipped) > 1e-3  # ... unless the teacher's sampler clips it: this random teacher leaves [-1, 1]
+
+
+def test_guided_distillation_loss_matches_its_definition():
+    teacher_def, teacher_params = _teacher()
+    stage, student_def, student_params = distill.student_from_teacher(TINY, teacher_params, jax.random.PRNGKey(1))
+    teacher, student = teacher_def.bind(teacher_params), student_def.bind(student_params)
+    batch, key = _batch(), jax.random.PRNGKey(3)
+    got = distill.guided_distillation_loss(student, teacher, batch, key, stage, w_range=(1.0, 5.0))
+    k_t, k_noise, k_w, _, _ = jax.random.split(key, 5)
+    logsnr = cosine_logsnr(jax.random.uniform(k_t, (3,)))
+    z = diffuse(batch["video"], logsnr, jax.random.normal(k_noise, batch["video"].shape))
+    w = jax.random.uniform(k_w, (3,), minval=1.0, maxval=5.0)
+    x_student = x_from_v(z, student(z, logsnr, batch["text"], batch["text_mask"], guidance=w), logsnr)
+    err = np.mean(np.square(np.asarray(x_student - _teacher_x(teacher, z, logsnr, batch, w))), axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(got, np.mean(np.maximum(np.exp(np.asarray(logsnr)), 1.0) * err), rtol=1e-4)
+
+
+def test_progressive_distillation_loss_matches_its_definition():
+    teacher_def, teacher_params = _teacher()
+    stage, student_def, student_params = distill.student_from_teacher(TINY, teacher_params, jax.random.PRNGKey(1))
+    teacher, student = teacher_def.bind(teacher_params), student_def.bind(student_params)
+    batch, key, n = _batch(), jax.random.PRNGKey(4), 4
+    got = distill.progressive_distillation_loss(student, teacher, batch, key, TINY, n, w_range=(2.0, 2.0))
+    k_t, k_noise, _, _, _ = jax.random.split(key, 5)
+    i = jax.random.randint(k_t, (3,), 0, n)
+    lt, lmid, ls = cosine_logsnr((i + 1) / n), cosine_logsnr((i + 0.5) / n), cosine_logsnr(i / n)
+    z = diffuse(batch["video"], lt, jax.random.normal(k_noise, batch["video"].shape))
+    w = jnp.full((3,), 2.0)
+    z_mid = D.ddim_step(z, _teacher_x(teacher, z, lt, batch, w), lt, lmid)
+    z_s = D.ddim_step(z_mid, _teacher_x(teacher, z_mid, lmid, batch, w), lmid, ls)
+    x_student = x_from_v(z, student(z, lt, batch["text"], batch["text_mask"], guidance=w), lt)
+    err = np.mean(np.square(np.asarray(D.ddim_step(z, x_student, lt, ls) - z_s)), axis=(1, 2, 3, 4))
+    # in z-space the one-step error is (α_s − σ_s α_t/σ_t)² times the x-space error
+    a_t, s_t = alpha_sigma(lt)
+    a_s, s_s = alpha_sigma(ls)
+    scale = np.asarray(a_s - s_s * a_t / s_t) ** 2
+    np.testing.assert_allclose(got, np.mean(np.maximum(np.exp(np.asarray(lt)), 1.0) * err / scale), rtol=2e-3)
+
+
+def test_distill_step_trains_the_student_and_leaves_the_teacher_alone():
+    teacher_def, teacher_params = _teacher()
+    stage, student_def, student_params = distill.student_from_teacher(TINY, teacher_params, jax.random.PRNGKey(1))
+    tx = default_optimizer(1e-3, 1)
+    before = jax.tree.map(np.asarray, teacher_params)
+    step = distill.make_distill_step(student_def, teacher_def, teacher_params, tx, stage,
+                                     distill.progressive_distillation_loss, num_steps=2, w_range=(0.0, 3.0))
+    state = init_state(student_params, tx)
+    losses = []
+    for k in range(3):
+        state, metrics = step(state, _batch(), jax.random.PRNGKey(k))
+        losses.append(float(metrics["loss"]))
+    assert int(state["step"]) == 3 and all(np.isfinite(losses)) and losses[0] > 0
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(student_params))]
+    assert all(moved)  # the guidance embedding included
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(teacher_params)):
+        np.testing.assert_array_equal(a, np.asarray(b))

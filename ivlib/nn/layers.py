@@ -84,7 +84,7 @@ class GuidanceEmbedding(nnx.Module):
     def __init__(self, features: int, emb_dim: int, *, rngs: nnx.Rngs):
         self.features = features
         self.dense1 = nnx.Linear(features, emb_dim, rngs=rngs)
-        self.dense2 = nnx.Linear(emb_dim, emb_dim, rngs=rngs)
+        self.dense2 = nnx.Linear(emb_dim, emb_dim, kernel_init=zeros_init, rngs=rngs)  # a new student starts as its teacher
 
     def __call__(self, w: jax.Array) -> jax.Array:
         return self.dense2(jax.nn.silu(self.dense1(guidance_features(w, self.features))))
