@@ -230,6 +230,24 @@ def _train(args):
     print(f"done: EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
 
 
+def _distill(args):
+    workdir = _check_writable(args.workdir, "--workdir", kind="directory")
+    from ivlib.distiller import DistillConfig, check_same_distillation, distill, teacher_for
+
+    cfg = DistillConfig(workdir=args.workdir, teacher=args.teacher, config=args.config, stage=args.stage,
+                        phase=args.phase, student_steps=args.student_steps or 0, steps=args.steps,
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+                        ema_decay=args.ema_decay, w_min=args.w_min, w_max=args.w_max,
+                        dataset=args.dataset, dataset_options=_json_object(args.dataset_options, "--dataset-options"),
+                        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                        log_every=args.log_every, seed=args.seed)
+    cfg.validate()
+    teacher_for(cfg)  # a teacher that cannot teach this phase, before anything is written
+    check_same_distillation(workdir, cfg)
+    distill(cfg)
+    print(f"done: the student's EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
+
+
 def _eval(args):
     import dataclasses
 
@@ -320,7 +338,7 @@ def _export(args):
 def _set_cpu_devices(argv):
     """Simulated CPU devices must be requested before jax is imported (XLA reads XLA_FLAGS once)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] != "train":
+    if not argv or argv[0] not in ("train", "distill"):
         return
     count = argv[argv.index("--cpu-devices") + 1] if "--cpu-devices" in argv[:-1] else "2"
     if not count.isdigit() or int(count) < 1:  # argparse reports it
@@ -390,6 +408,32 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--cpu-devices", type=_count, default=2,
                     help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
     tr.set_defaults(run=_train)
+
+    ds = commands.add_parser("distill", help="guided or progressive distillation of a trained stage; see chapter 09")
+    ds.add_argument("--teacher", required=True,
+                    help="weight file: a trained stage (--phase guided) or a guided-distilled student (progressive)")
+    ds.add_argument("--phase", default="guided", choices=["guided", "progressive"])
+    ds.add_argument("--student-steps", type=_count, default=None,
+                    help="progressive: the student samples in this many steps, half its teacher's")
+    ds.add_argument("--config", default="toy")
+    ds.add_argument("--stage", default="base")
+    ds.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl and ema.safetensors go here")
+    ds.add_argument("--steps", type=_count, default=500)
+    ds.add_argument("--batch-size", type=_count, default=32)
+    ds.add_argument("--learning-rate", type=_positive, default=1e-4)
+    ds.add_argument("--warmup-steps", type=_natural, default=20)
+    ds.add_argument("--ema-decay", type=_real, default=0.99)
+    ds.add_argument("--w-min", type=_real, default=0.0, help="guidance weights w ~ U(w-min, w-max) per sample")
+    ds.add_argument("--w-max", type=_real, default=4.0)
+    ds.add_argument("--dataset", default="digits")
+    ds.add_argument("--dataset-options", default='{"max_objects": 1}', help="JSON")
+    ds.add_argument("--checkpoint-every", type=_count, default=50)
+    ds.add_argument("--keep-checkpoints", type=_count, default=3)
+    ds.add_argument("--log-every", type=_count, default=10)
+    ds.add_argument("--seed", type=_natural, default=0)
+    ds.add_argument("--cpu-devices", type=_count, default=2,
+                    help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
+    ds.set_defaults(run=_distill)
 
     evl = commands.add_parser("eval", help="Table-1-style metrics of the shipped cascade on held-out prompts")
     evl.add_argument("--config", default="toy")

@@ -7,6 +7,7 @@ network predicts is read back from there (`trained_target`), so a stage trained 
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
@@ -36,7 +37,8 @@ def trained_text_encoder(config_name: str, stage_name: str, path=None) -> str:
 def load_weights(stage: Stage, path):
     """(stage, model_def, params) of `stage` with the weights at `path` (chapter 04).
 
-    The returned stage predicts what the file was trained to predict (`trained_target`). Raises
+    The returned stage predicts what the file was trained to predict (`trained_target`) and, for a student of
+    guided distillation (chapter 09), is told the guidance weight (`guidance_embedding`). Raises
     FileNotFoundError if `path` is missing, ValueError if it does not fit the stage's network.
     """
     path = pathlib.Path(path)
@@ -49,6 +51,8 @@ def load_weights(stage: Stage, path):
     target = trained_target(stage, metadata)
     if target != stage.unet.target:
         stage = stage.with_target(target)
+    if metadata.get("guidance_embedding") and not stage.unet.guidance_embedding:  # a guided-distilled student
+        stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, guidance_embedding=True))
     return stage, *_read_onto_shapes(stage, path)
 
 

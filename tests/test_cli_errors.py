@@ -166,6 +166,29 @@ CASES = [
     ("train-workdir-bad-config", ["train", "--workdir", "{w}/badjson"], "is not the config.json of an `ivlib train`"),
     ("train-corrupt-checkpoint", ["train", "--workdir", "{w}/run"],
      "the newest checkpoint, step 2 .* cannot be read.* resume from step 1"),
+    # distill
+    ("distill-no-teacher", ["distill", "--workdir", "{w}/new"], "required: --teacher"),
+    ("distill-teacher-missing", ["distill", "--teacher", "{w}/nope.safetensors", "--workdir", "{w}/new"],
+     "teacher: no weight file at"),
+    ("distill-teacher-not-weights", ["distill", "--teacher", "{w}/file", "--workdir", "{w}/new"],
+     "is not a readable safetensors file"),
+    ("distill-phase-unknown", ["distill", "--teacher", "{a}/toy_base.safetensors", "--phase", "fast", "--workdir",
+                               "{w}/new"], "--phase: invalid choice"),
+    ("distill-progressive-no-steps", ["distill", "--teacher", "{a}/toy_base.safetensors", "--phase", "progressive",
+                                      "--workdir", "{w}/new"], "needs student_steps >= 1"),
+    ("distill-progressive-from-a-trained-stage", ["distill", "--teacher", "{a}/toy_base.safetensors", "--phase",
+                                                  "progressive", "--student-steps", "16", "--workdir", "{w}/new"],
+     "is not guided-distilled: run --phase guided on it first"),
+    ("distill-w-range", ["distill", "--teacher", "{a}/toy_base.safetensors", "--w-min", "3", "--w-max", "1",
+                         "--workdir", "{w}/new"], "need 0 <= w_min <= w_max"),
+    ("distill-steps-0", ["distill", "--teacher", "{a}/toy_base.safetensors", "--steps", "0", "--workdir", "{w}/new"],
+     "--steps: expected a positive integer"),
+    ("distill-teacher-of-another-stage", ["distill", "--teacher", "{a}/toy_base.safetensors", "--stage", "tsr",
+                                          "--workdir", "{w}/new"], "is the toy/base stage, not toy/tsr"),
+    ("distill-workdir-of-a-train-run", ["distill", "--teacher", "{a}/toy_base.safetensors", "--workdir", "{w}/run"],
+     "holds another run"),
+    ("distill-workdir-is-a-file", ["distill", "--teacher", "{a}/toy_base.safetensors", "--workdir", "{w}/file"],
+     "is a file, not a directory"),
     # eval
     ("eval-num-videos-1", ["eval", "--num-videos", "1"], "--num-videos must be at least 2"),
     ("eval-num-videos-0", ["eval", "--num-videos", "0"], "--num-videos: expected a positive integer"),
@@ -227,7 +250,7 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(name, argv, ex
     monkeypatch.delenv("IVLIB_DEBUG", raising=False)
     if name == "generate-truncated-weights":
         monkeypatch.setattr(ivlib.weights, "WEIGHTS_DIR", world / "weights")
-    argv = [a.replace("{w}", str(world)) for a in argv]
+    argv = [a.replace("{w}", str(world)).replace("{a}", str(ASSETS / "weights")) for a in argv]
     before = _snapshot(world, tmp_path, ASSETS)
     status = cli.main(argv)
     out, err = capsys.readouterr()
