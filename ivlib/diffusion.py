@@ -16,8 +16,9 @@ TARGETS = ("v", "eps", "x")
 SAMPLERS = ("ancestral", "ddim", "stochastic")
 
 
-def _per_sample(logsnr, x):
-    """Reshape a scalar or (B,) log-SNR to broadcast against x of shape (B, ...)."""
+def per_sample(logsnr, x):
+    """Reshape a scalar or (B,) log-SNR to broadcast against x of shape (B, ...); ValueError if the batch
+    sizes disagree (chapter 02; also used by chapter 09's distillation targets)."""
     logsnr = jnp.asarray(logsnr, jnp.float32)
     if logsnr.ndim == 0:
         return logsnr
@@ -33,7 +34,7 @@ def _per_sample(logsnr, x):
 
 
 def _alpha_sigma_like(logsnr, x):
-    return alpha_sigma(_per_sample(logsnr, x))
+    return alpha_sigma(per_sample(logsnr, x))
 
 
 # [start-forward]
@@ -147,7 +148,7 @@ def ancestral_step(z_t, x_pred, logsnr_t, logsnr_s, noise, gamma):
     variance = (σ̃²_{s|t})^{1−γ} (σ²_{t|s})^γ with σ̃²_{s|t} = (1 − r) σ_s², σ²_{t|s} = (1 − r) σ_t².
     γ ∈ [0, 1] interpolates between the two bounds on the reverse-process entropy.
     """
-    lt, ls = _per_sample(logsnr_t, z_t), _per_sample(logsnr_s, z_t)
+    lt, ls = per_sample(logsnr_t, z_t), per_sample(logsnr_s, z_t)
     alpha_t, sigma_t = alpha_sigma(lt)
     alpha_s, sigma_s = alpha_sigma(ls)
     r = jnp.exp(lt - ls)
@@ -163,7 +164,7 @@ def renoise(z_u, logsnr_u, logsnr_s, noise):
     z_s = (α_s/α_u) z_u + σ_{s|u} ε with σ²_{s|u} = σ_s² − (α_s/α_u)² σ_u² = σ_s² (1 − e^{λ_s − λ_u}), so a
     z_u ~ q(z_u | x) becomes a z_s ~ q(z_s | x): the forward process run on from u to s.
     """
-    lu, ls = _per_sample(logsnr_u, z_u), _per_sample(logsnr_s, z_u)
+    lu, ls = per_sample(logsnr_u, z_u), per_sample(logsnr_s, z_u)
     alpha_u, _ = alpha_sigma(lu)
     alpha_s, sigma_s = alpha_sigma(ls)
     std = sigma_s * jnp.sqrt(-jnp.expm1(jnp.minimum(ls - lu, 0.0)))

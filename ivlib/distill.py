@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ivlib.diffusion import _per_sample, ddim_step, diffuse, x_from_prediction, x_mse_weight
+from ivlib.diffusion import ddim_step, diffuse, per_sample, x_from_prediction, x_mse_weight
 from ivlib.guidance import guide, guided_output, static_clip
 from ivlib.loop import apply_gradients
 from ivlib.nn.model_def import ModelDef
@@ -34,7 +34,7 @@ def ddim_x_target(z_t, z_s, logsnr_t, logsnr_s):
     x̃ = (z_s − (σ_s/σ_t) z_t) / (α_s − (σ_s/σ_t) α_t). The denominator is α_s (1 − e^{(λ_t − λ_s)/2}) > 0
     for λ_t < λ_s, written with expm1 so that close times stay accurate.
     """
-    lt, ls = _per_sample(logsnr_t, z_t), _per_sample(logsnr_s, z_t)
+    lt, ls = per_sample(logsnr_t, z_t), per_sample(logsnr_s, z_t)
     _, sigma_t = alpha_sigma(lt)
     alpha_s, sigma_s = alpha_sigma(ls)
     ratio = sigma_s / sigma_t

@@ -30,7 +30,7 @@ LAYERS = (
                                "ivlib.distill")),
     ("cascades, evaluation, pretrained loading", ("ivlib.pretrained", "ivlib.cascade", "ivlib.metrics",
                                                   "ivlib.attributes", "ivlib.evaluation", "ivlib.listening",
-                                                  "ivlib.appearance")),
+                                                  "ivlib.appearance", "ivlib.distiller")),
     ("what faces a person", ("ivlib.cli", "ivlib.viz", "ivlib.widgets")),
 )
 
