@@ -32,7 +32,7 @@ from recipe_ablation import record_cpu  # benchmarks/ is on the path of a script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.joint.json"
-INIT = "ivlib/assets/weights/toy_base.safetensors"
+INIT = "ivlib/assets/weights/toy_base_step4000.safetensors"  # the shipped base at step 4000 of its run
 STEPS = 400
 RECIPE = ["--config", "toy", "--stage", "base", "--batch-size", "32", "--learning-rate", "1e-3",
           "--dataset", "digits", "--dataset-options", '{"max_objects": 1}', "--seed", "1",

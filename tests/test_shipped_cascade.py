@@ -1,6 +1,7 @@
 """The shipped toy cascade and `ivlib generate` (what `make demo` runs; chapter 05)."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -72,10 +73,13 @@ def test_missing_weights_name_the_training_command(tmp_path):
 
 
 def test_shipped_evaluations_record_their_commands():
+    from ivlib.configs import toy
+
     for name in ("toy_base.eval.json", "toy_cascade.eval.json"):
         result = json.loads((WEIGHTS_DIR / name).read_text())
         assert result["command"].startswith("ivlib eval")
         assert 0 <= result["model"]["r_precision"] <= 1 and np.isfinite(result["model"]["fvd"])
+        assert result["settings"]["base"]["guidance"] == toy.GUIDANCE  # made with the default weight, as said
     ablation = json.loads((WEIGHTS_DIR / "toy_ssr.augmentation.json").read_text())
     assert {r["model"] for r in ablation["rows"]} == {"ground truth", "with augmentation", "without augmentation"}
 
@@ -113,6 +117,8 @@ def test_chapter_07_models_are_the_arms_of_its_experiment():
         assert cfg["dataset_options"]["image_fraction"] == fraction and cfg["image_mask"] == mask
         assert f"--workdir {cfg['workdir']} " in result["commands"][arm] + " "
     assert {r["arm"] for r in result["rows"]} >= {"ground truth", "start", "video", "joint-0.5", "joint-0.5-nomask"}
+    start = read_metadata(WEIGHTS_DIR / pathlib.Path(result["init"]).name)  # the step-4000 base, shipped for this
+    assert start["steps"] == 4000 == next(r for r in result["rows"] if r["arm"] == "start")["steps"]
 
 
 def test_loading_weights_builds_the_network_from_shapes_only(monkeypatch):
