@@ -5,6 +5,12 @@
 For each checkpoint's EMA weights: the loss gap when the digit, the colour or the motion of 64 held-out
 captions is swapped (`ivlib.listening.loss_gaps`), at log-SNRs -4, -2, 0 and 2. Rows are appended to
 ivlib/assets/weights/toy_base.listening.json (a step already there is skipped), which chapter 04 reads.
+
+    python benchmarks/listening.py --direction --workdir runs/base-joint --steps 1000 2000 4000 6000 8000
+
+With --direction: the gaps when a straight-line motion is reversed or turned a quarter
+(`ivlib.listening.direction_gaps`, 64 held-out clips moving left, right, up or down), appended to
+ivlib/assets/weights/toy_base.direction.json.
 """
 
 import argparse
@@ -14,6 +20,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.listening.json"
+OUT_DIRECTION = OUT.with_name("toy_base.direction.json")
 
 
 def restore_ema(workdir, step):
@@ -35,26 +42,33 @@ def main():
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--steps", type=int, nargs="+", required=True)
     parser.add_argument("--num-videos", type=int, default=64)
+    parser.add_argument("--direction", action="store_true", help="reverse or turn straight-line motions instead")
     args = parser.parse_args()
 
-    from ivlib.listening import held_out_clips, loss_gaps
+    from ivlib.listening import direction_gaps, held_out_clips, loss_gaps, straight_line_clips
     from ivlib.text import EmbeddingCache, text_encoder
 
-    table = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
+    out = OUT_DIRECTION if args.direction else OUT
+    table = json.loads(out.read_text()) if out.exists() else {"rows": []}
     done = {(r["workdir"], r["step"]) for r in table["rows"]}
-    videos, prompts = held_out_clips(args.num_videos)
+    videos, prompts = (straight_line_clips if args.direction else held_out_clips)(args.num_videos)
+    measure = direction_gaps if args.direction else loss_gaps
     workdir = (ROOT / args.workdir).resolve()
     for step in args.steps:
         if (args.workdir, step) in done:
             continue
         stage, model_def, params, encoder = restore_ema(workdir, step)
         cache = EmbeddingCache(text_encoder(encoder))
-        gaps = loss_gaps(model_def.bind(params), cache.get, videos, prompts, target=stage.unet.target)
+        gaps = measure(model_def.bind(params), cache.get, videos, prompts, target=stage.unet.target)
         row = {"workdir": args.workdir, "step": step, "text_encoder": encoder, **gaps}
         print(json.dumps(row), flush=True)
         table["rows"].append(row)
-        table.update(num_videos=args.num_videos, command="python benchmarks/listening.py " + " ".join(sys.argv[1:]))
-        OUT.write_text(json.dumps(table, indent=1))
+        commands = table.setdefault("commands", [])
+        command = "python benchmarks/listening.py " + " ".join(sys.argv[1:])
+        if command not in commands:
+            commands.append(command)
+        table.update(num_videos=args.num_videos, command=command)
+        out.write_text(json.dumps(table, indent=1))
 
 
 if __name__ == "__main__":

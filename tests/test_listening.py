@@ -60,3 +60,39 @@ def test_gap_is_zero_for_a_model_that_ignores_its_text():
     embed = lambda captions: (jnp.ones((len(captions), 1, 1)), jnp.ones((len(captions), 1), bool))
     gaps = loss_gaps(model, embed, videos, prompts, logsnrs=(0.0,))
     assert all(gaps[a][0.0] == 0.0 for a in SWAPS) and gaps["true"][0.0] > 0
+
+
+def test_direction_swaps_reverse_or_turn_the_motion_and_nothing_else():
+    from ivlib.listening import straight_line_clips, swap_direction
+
+    assert swap_direction("a red 7 moving left", "opposite") == "a red 7 moving right"
+    assert swap_direction("the blue digit 2 moving up", "opposite") == "the blue digit 2 moving down"
+    assert swap_direction("a red 7 moving left", "perpendicular") == "a red 7 moving up"
+    with pytest.raises(ValueError, match="moving left, right, up or down"):
+        swap_direction("a red 7 standing still", "opposite")
+    with pytest.raises(ValueError, match="kind"):
+        swap_direction("a red 7 moving left", "diagonal")
+    videos, prompts = straight_line_clips(6, frames=2, size=8)
+    assert videos.shape == (6, 2, 8, 8, 3)
+    assert all(parse_caption(p)[0][0].motion in ("left", "right", "up", "down") for p in prompts)
+
+
+def test_a_model_that_knows_the_axis_but_not_the_sign_has_no_opposite_gap():
+    """The exact v target when the caption's axis is the clip's, 0 otherwise: blind to left vs right."""
+    import jax
+
+    from ivlib.listening import direction_gaps, straight_line_clips
+
+    videos, prompts = straight_line_clips(8, frames=2, size=8)
+    noise = jax.random.normal(jax.random.PRNGKey(0), videos.shape)
+    axis = lambda caption: float(parse_caption(caption)[0][0].motion in ("up", "down"))
+    truth = jnp.array([axis(p) for p in prompts])
+    embed = lambda captions: (jnp.array([axis(c) for c in captions])[:, None, None], jnp.ones((len(captions), 1), bool))
+
+    def model(z, logsnr, emb, mask):
+        right = (emb[:, 0, 0] == truth)[:, None, None, None, None]
+        return jnp.where(right, prediction_target(jnp.asarray(videos), noise, logsnr, "v"), 0.0)
+
+    gaps = direction_gaps(model, embed, videos, prompts, logsnrs=(0.0,), seed=0)
+    assert gaps["true"][0.0] == pytest.approx(0.0, abs=1e-9) and gaps["opposite"][0.0] == 0.0
+    assert gaps["perpendicular"][0.0] > 0.1
