@@ -231,8 +231,8 @@ def _train(args):
 
 
 def _distill(args):
-    workdir = _check_writable(args.workdir, "--workdir", kind="directory")
-    from ivlib.distiller import DistillConfig, check_same_distillation, distill, teacher_for
+    _check_writable(args.workdir, "--workdir", kind="directory")
+    from ivlib.distiller import DistillConfig, distill
 
     cfg = DistillConfig(workdir=args.workdir, teacher=args.teacher, config=args.config, stage=args.stage,
                         phase=args.phase, student_steps=args.student_steps or 0, steps=args.steps,
@@ -241,10 +241,7 @@ def _distill(args):
                         dataset=args.dataset, dataset_options=_json_object(args.dataset_options, "--dataset-options"),
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                         log_every=args.log_every, seed=args.seed)
-    cfg.validate()
-    teacher_for(cfg)  # a teacher that cannot teach this phase, before anything is written
-    check_same_distillation(workdir, cfg)
-    distill(cfg)
+    distill(cfg)  # checks the settings, the teacher and the work directory before it writes anything
     print(f"done: the student's EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
 
 
@@ -335,6 +332,22 @@ def _export(args):
     print(f"wrote the EMA weights of step {step} to {path}")
 
 
+def _add_loop_args(parser, *, steps, learning_rate, warmup_steps, ema_decay, checkpoint_every):
+    """The options of the one training loop that `train` and `distill` share; the defaults differ (a distillation
+    fine-tunes a trained stage: fewer steps, a smaller learning rate, a shorter EMA)."""
+    parser.add_argument("--steps", type=_count, default=steps)
+    parser.add_argument("--batch-size", type=_count, default=32)
+    parser.add_argument("--learning-rate", type=_positive, default=learning_rate)
+    parser.add_argument("--warmup-steps", type=_natural, default=warmup_steps)
+    parser.add_argument("--ema-decay", type=_real, default=ema_decay)
+    parser.add_argument("--checkpoint-every", type=_count, default=checkpoint_every)
+    parser.add_argument("--keep-checkpoints", type=_count, default=3)
+    parser.add_argument("--log-every", type=_count, default=10)
+    parser.add_argument("--seed", type=_natural, default=0)
+    parser.add_argument("--cpu-devices", type=_count, default=2,
+                        help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
+
+
 def _set_cpu_devices(argv):
     """Simulated CPU devices must be requested before jax is imported (XLA reads XLA_FLAGS once)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -380,11 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default="toy", help="cascade config: toy, colab, paper")
     tr.add_argument("--stage", default="base", help="stage name within the config (e.g. base, tsr, ssr)")
     tr.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl and ema.safetensors go here")
-    tr.add_argument("--steps", type=_count, default=1000)
-    tr.add_argument("--batch-size", type=_count, default=32)
-    tr.add_argument("--learning-rate", type=_positive, default=1e-3)
-    tr.add_argument("--warmup-steps", type=_natural, default=100)
-    tr.add_argument("--ema-decay", type=_real, default=0.999)
+    _add_loop_args(tr, steps=1000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.999, checkpoint_every=100)
     tr.add_argument("--text-dropout", type=_real, default=0.1)
     tr.add_argument("--aug-max-t", type=_real, default=0.6,
                     help="SR stages: conditioning augmentation at log-SNR λ(t'), t' ~ U(0, this); 0 turns it off (chapter 06)")
@@ -401,12 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="treat packed still images as videos: their temporal layers are not bypassed (chapter 07)")
     tr.add_argument("--init-weights", default=None,
                     help="start from this weight file of the same stage (e.g. the shipped one) instead of random weights")
-    tr.add_argument("--checkpoint-every", type=_count, default=100)
-    tr.add_argument("--keep-checkpoints", type=_count, default=3)
-    tr.add_argument("--log-every", type=_count, default=10)
-    tr.add_argument("--seed", type=_natural, default=0)
-    tr.add_argument("--cpu-devices", type=_count, default=2,
-                    help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
     tr.set_defaults(run=_train)
 
     ds = commands.add_parser("distill", help="guided or progressive distillation of a trained stage; see chapter 09")
@@ -418,21 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--config", default="toy")
     ds.add_argument("--stage", default="base")
     ds.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl and ema.safetensors go here")
-    ds.add_argument("--steps", type=_count, default=500)
-    ds.add_argument("--batch-size", type=_count, default=32)
-    ds.add_argument("--learning-rate", type=_positive, default=1e-4)
-    ds.add_argument("--warmup-steps", type=_natural, default=20)
-    ds.add_argument("--ema-decay", type=_real, default=0.99)
+    _add_loop_args(ds, steps=500, learning_rate=1e-4, warmup_steps=20, ema_decay=0.99, checkpoint_every=50)
     ds.add_argument("--w-min", type=_real, default=0.0, help="guidance weights w ~ U(w-min, w-max) per sample")
     ds.add_argument("--w-max", type=_real, default=4.0)
     ds.add_argument("--dataset", default="digits")
     ds.add_argument("--dataset-options", default='{"max_objects": 1}', help="JSON")
-    ds.add_argument("--checkpoint-every", type=_count, default=50)
-    ds.add_argument("--keep-checkpoints", type=_count, default=3)
-    ds.add_argument("--log-every", type=_count, default=10)
-    ds.add_argument("--seed", type=_natural, default=0)
-    ds.add_argument("--cpu-devices", type=_count, default=2,
-                    help="simulated CPU devices for data parallelism (2 was fastest on a 2-core CPU)")
     ds.set_defaults(run=_distill)
 
     evl = commands.add_parser("eval", help="Table-1-style metrics of the shipped cascade on held-out prompts")

@@ -25,6 +25,7 @@ from ivlib.loop import check_workdir, fit, init_state
 from ivlib.sharding import make_mesh, replicated, shard_batch
 from ivlib.stage import Stage
 from ivlib.train import default_optimizer
+from ivlib.trainer import BatchSource, TrainConfig, check_loop_settings
 from ivlib.weights import read_metadata, save_params
 
 PHASES = ("guided", "progressive")
@@ -59,10 +60,7 @@ class DistillConfig:
 
     def validate(self):
         """ValueError naming the first setting no distillation can use."""
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_text_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_loop_settings(self)
         if self.phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
         if self.phase == "progressive" and (not isinstance(self.student_steps, int) or self.student_steps < 1):
@@ -70,10 +68,6 @@ class DistillConfig:
                              f"teacher's), got {self.student_steps!r}")
         if not 0.0 <= self.w_min <= self.w_max < float("inf"):
             raise ValueError(f"need 0 <= w_min <= w_max (guidance weights), got w_min={self.w_min}, w_max={self.w_max}")
-        if not 0 < self.learning_rate < float("inf"):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if not pathlib.Path(self.teacher).is_file():
             raise ValueError(f"teacher: no weight file at {self.teacher}")
 
@@ -120,7 +114,6 @@ def distill(cfg: DistillConfig, progress=True, text_cache=None, stage=None):
     and a sampler read back). `stage` overrides the stage of cfg.config / cfg.stage (tests, experiments).
     """
     from ivlib import distill as D
-    from ivlib.trainer import BatchSource, TrainConfig
 
     cfg.validate()
     stage, teacher_def, teacher_params, teacher_meta = teacher_for(cfg, stage)
@@ -134,6 +127,8 @@ def distill(cfg: DistillConfig, progress=True, text_cache=None, stage=None):
     mesh = make_mesh()
     if cfg.batch_size % mesh.shape["data"]:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.shape['data']} devices")
+    workdir = check_workdir(cfg.workdir)  # every check above writes nothing; this one may create the directory
+    check_same_distillation(workdir, cfg)
     if cfg.phase == "guided":
         student_stage, student_def, student_params = D.student_from_teacher(stage, teacher_params,
                                                                             jax.random.PRNGKey(cfg.seed))
@@ -147,8 +142,6 @@ def distill(cfg: DistillConfig, progress=True, text_cache=None, stage=None):
     step_fn = D.make_distill_step(student_def, teacher_def, teacher_params, tx, student_stage, loss_fn,
                                   cfg.ema_decay, w_range=(cfg.w_min, cfg.w_max), aug_max_t=cfg.aug_max_t,
                                   **loss_kwargs)
-    workdir = check_workdir(cfg.workdir)
-    check_same_distillation(workdir, cfg)
     record = lambda: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     state = fit(step_fn, init_state(student_params, tx), lambda step: shard_batch(source(step), mesh),
                 workdir=workdir, steps=cfg.steps, key=jax.random.PRNGKey(cfg.seed + 1),

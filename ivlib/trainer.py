@@ -25,8 +25,8 @@ from ivlib.stage import Stage, trained_target
 from ivlib.train import create_state, default_optimizer, make_train_step
 from ivlib.weights import save_params
 
-__all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_resumable", "checkpoint_state",
-           "export_ema", "initial_weights", "stage_for", "train"]
+__all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_loop_settings", "check_resumable",
+           "checkpoint_state", "export_ema", "initial_weights", "stage_for", "train"]
 
 
 @dataclass(frozen=True)
@@ -60,30 +60,13 @@ class TrainConfig:
         checked by `stage_for`, the dataset by `make_dataset`)."""
         from ivlib.text import TEXT_ENCODERS
 
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_text_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check_loop_settings(self)
         if not 0.0 <= self.text_dropout < 1.0:
             raise ValueError(f"text_dropout must lie in [0, 1), got {self.text_dropout!r}")
-        if not 0.0 <= self.aug_max_t <= 1.0:
-            raise ValueError(f"aug_max_t must lie in [0, 1] (a time of the noise schedule), got {self.aug_max_t!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
-        if not 0 < self.learning_rate < float("inf"):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate!r}")
         if self.target is not None and self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS} (or None: the stage's own), got {self.target!r}")
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
-        if not isinstance(self.dataset_options, dict):
-            raise ValueError(f"dataset_options must be a dict (JSON object), got {self.dataset_options!r}")
-        if not isinstance(self.image_mask, bool):
-            raise ValueError(f"image_mask must be True or False, got {self.image_mask!r}")
         if self.init_weights is not None and not pathlib.Path(self.init_weights).is_file():
             raise ValueError(f"init_weights: no weight file at {self.init_weights}")
 
@@ -96,6 +79,29 @@ class TrainConfig:
             return cls(**raw)
         except (ValueError, TypeError) as err:  # not JSON, not an object, or keys TrainConfig does not have
             raise ValueError(f"{path} is not the config.json of an `ivlib train` run: {err}") from None
+
+
+def check_loop_settings(cfg):
+    """ValueError naming the first setting of the loop, the optimiser or the data that no run can use; shared by
+    `TrainConfig` and chapter 09's `DistillConfig`, which both have these fields."""
+    for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_text_length"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("warmup_steps", "seed"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if not 0.0 <= cfg.aug_max_t <= 1.0:
+        raise ValueError(f"aug_max_t must lie in [0, 1] (a time of the noise schedule), got {cfg.aug_max_t!r}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay!r}")
+    if not 0 < cfg.learning_rate < float("inf"):
+        raise ValueError(f"learning_rate must be a positive finite number, got {cfg.learning_rate!r}")
+    if not isinstance(cfg.dataset_options, dict):
+        raise ValueError(f"dataset_options must be a dict (JSON object), got {cfg.dataset_options!r}")
+    if not isinstance(cfg.image_mask, bool):
+        raise ValueError(f"image_mask must be True or False, got {cfg.image_mask!r}")
 
 
 # What must match for a run to resume another's checkpoints: the network and what its inputs mean.
