@@ -232,17 +232,22 @@ def _train(args):
 
 def _distill(args):
     _check_writable(args.workdir, "--workdir", kind="directory")
-    from ivlib.distiller import DistillConfig, distill
+    from ivlib.distiller import distill
 
-    cfg = DistillConfig(workdir=args.workdir, teacher=args.teacher, config=args.config, stage=args.stage,
-                        phase=args.phase, student_steps=args.student_steps or 0, steps=args.steps,
-                        batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-                        ema_decay=args.ema_decay, w_min=args.w_min, w_max=args.w_max,
-                        dataset=args.dataset, dataset_options=_json_object(args.dataset_options, "--dataset-options"),
-                        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                        log_every=args.log_every, seed=args.seed)
-    distill(cfg)  # checks the settings, the teacher and the work directory before it writes anything
+    distill(_distill_config(args))  # checks the settings, the teacher and the work directory before it writes anything
     print(f"done: the student's EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
+
+
+def _distill_config(args):
+    from ivlib.distiller import DistillConfig
+
+    return DistillConfig(workdir=args.workdir, teacher=args.teacher, config=args.config, stage=args.stage,
+                         phase=args.phase, student_steps=args.student_steps or 0, steps=args.steps,
+                         batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+                         ema_decay=args.ema_decay, w_min=args.w_min, w_max=args.w_max,
+                         dataset=args.dataset, dataset_options=_json_object(args.dataset_options, "--dataset-options"),
+                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                         log_every=args.log_every, seed=args.seed)
 
 
 def _eval(args):

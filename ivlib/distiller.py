@@ -154,11 +154,39 @@ def distill(cfg: DistillConfig, progress=True, text_cache=None, stage=None):
 
 
 def student_metadata(cfg: DistillConfig, stage: Stage, steps: int, sampling_steps, teacher_meta: dict) -> dict:
-    """What a student's weight file records: its distillation, its teacher's record, and how to sample it."""
+    """What a student's weight file records: its distillation, its teacher's record, how to sample it, and
+    `commands`: every command from the teacher's training to this student (`lineage`)."""
     return {"config": cfg.config, "stage": cfg.stage, "steps": steps, "target": stage.unet.target,
             "guidance_embedding": True, "sampling_steps": sampling_steps,
             "train_config": {"text_encoder": text_encoder_of(teacher_meta)},
-            "distill_config": dataclasses.asdict(cfg), "teacher": teacher_meta}
+            "distill_config": dataclasses.asdict(cfg), "teacher": teacher_meta,
+            "commands": lineage(teacher_meta) + [distill_command(dataclasses.replace(cfg, steps=steps))]}
+
+
+def distill_command(cfg: DistillConfig) -> str:
+    """The `ivlib distill` command line that runs `cfg`: every setting that shapes the student's weights is
+    spelled out (checkpointing and logging, which do not, are left at the CLI's defaults)."""
+    parts = ["ivlib distill", f"--teacher {cfg.teacher}", f"--phase {cfg.phase}"]
+    if cfg.phase == "progressive":
+        parts.append(f"--student-steps {cfg.student_steps}")
+    parts += [f"--config {cfg.config}", f"--stage {cfg.stage}", f"--workdir {cfg.workdir}", f"--steps {cfg.steps}",
+              f"--batch-size {cfg.batch_size}", f"--learning-rate {cfg.learning_rate:g}",
+              f"--warmup-steps {cfg.warmup_steps}", f"--ema-decay {cfg.ema_decay:g}",
+              f"--w-min {cfg.w_min:g}", f"--w-max {cfg.w_max:g}", f"--dataset {cfg.dataset}",
+              f"--dataset-options '{json.dumps(cfg.dataset_options)}'", f"--seed {cfg.seed}"]
+    return " ".join(parts)
+
+
+def lineage(metadata: dict) -> list:
+    """The commands that made a weight file, oldest first: its own `commands` if it records them, else those of
+    its teacher (recursively) followed by the `ivlib distill` command of its distill_config."""
+    if metadata.get("commands"):
+        return list(metadata["commands"])
+    if "distill_config" in metadata:
+        known = {f.name for f in dataclasses.fields(DistillConfig)}
+        cfg = DistillConfig(**{k: v for k, v in metadata["distill_config"].items() if k in known})
+        return lineage(metadata.get("teacher") or {}) + [distill_command(dataclasses.replace(cfg, steps=metadata.get("steps", cfg.steps)))]
+    return []
 
 
 def check_same_distillation(workdir, cfg: DistillConfig):

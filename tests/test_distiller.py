@@ -1,14 +1,16 @@
 """`ivlib distill` end to end on a tiny stage (chapter 09): guided, then progressive distillation, their weight
 files, sampling the students, exact resume, and teachers that cannot teach."""
 
+import dataclasses
 import json
+import shlex
 
 import jax
 import numpy as np
 import pytest
 
 from ivlib.cascade import sample_stage
-from ivlib.distiller import DistillConfig, distill
+from ivlib.distiller import DistillConfig, distill, distill_command, lineage
 from ivlib.nn.unet import Level, UNetConfig
 from ivlib.pretrained import load_weights
 from ivlib.stage import Stage
@@ -60,6 +62,10 @@ def test_guided_then_progressive_students_are_sampled_in_their_steps(tmp_path, t
                                progress=False, text_cache=cache, stage=TINY)
     fast = tmp_path / "progressive" / "ema.safetensors"
     assert read_metadata(fast)["sampling_steps"] == 2 and read_metadata(fast)["teacher"]["distill_config"]["phase"] == "guided"
+    commands = read_metadata(fast)["commands"]  # the guided phase, then this one (the teacher's train run has none)
+    assert [c.split()[:5] for c in commands] == [["ivlib", "distill", "--teacher", str(teacher), "--phase"]] + \
+        [["ivlib", "distill", "--teacher", str(guided), "--phase"]]
+    assert "--phase progressive --student-steps 2" in commands[1] and lineage(read_metadata(fast)) == commands
     student_stage, student_def, params = load_weights(TINY, fast)
     text, mask = cache.get(["the red digit 3 moving left", "the blue digit 7 standing still"])
     videos = sample_stage(student_stage, student_def, params, jax.random.PRNGKey(0), text=text, text_mask=mask,
@@ -87,3 +93,15 @@ def test_an_interrupted_distillation_resumes_exactly(tmp_path, teacher, cache):
     other.write_bytes(teacher.read_bytes())
     with pytest.raises(ValueError, match="holds another run"):  # another teacher: its checkpoints mean something else
         distill(_cfg(tmp_path / "b", other, steps=4), progress=False, text_cache=cache, stage=TINY)
+
+
+def test_a_distill_command_parses_back_to_its_config():
+    from ivlib.cli import _distill_config, build_parser
+
+    cfg = DistillConfig(workdir="runs/x", teacher="t.safetensors", phase="progressive", student_steps=4, steps=300,
+                        batch_size=16, learning_rate=3e-5, warmup_steps=5, ema_decay=0.995, w_min=0.5, w_max=3.0,
+                        dataset_options={"max_objects": 1}, seed=2, stage="tsr")
+    args = build_parser().parse_args(shlex.split(distill_command(cfg))[1:])
+    back = _distill_config(args)
+    keep = ("checkpoint_every", "keep_checkpoints", "log_every")  # not in the command: they do not shape the weights
+    assert dataclasses.replace(back, **{k: getattr(cfg, k) for k in keep}) == cfg
