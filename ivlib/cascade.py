@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -25,7 +26,7 @@ from ivlib.conditioning import (augment_condition, augment_for_sampling, augment
                                 sampling_condition, upsample_spatial, upsample_temporal)
 from ivlib.diffusion import SAMPLERS, idle_steps, sample, x_from_prediction
 from ivlib.guidance import THRESHOLDS, guided_output, oscillating_weights, threshold_fn
-from ivlib.pretrained import load_shipped, load_stage, trained_text_encoder
+from ivlib.pretrained import distilled_weights_path, load_shipped, load_stage, trained_text_encoder
 from ivlib.stage import Stage, check_chain
 
 __all__ = [  # this module's own names, then those re-exported for the chapters (see the docstring)
@@ -199,17 +200,19 @@ class Cascade:
         return self.text_encoders[0]
 
     @classmethod
-    def pretrained(cls, config="toy", stages=None):
+    def pretrained(cls, config="toy", stages=None, distilled=False):
         """The shipped cascade of `config` (weights in ivlib/assets/weights) (chapter 05).
 
         stages: names of the stages to run; None takes every stage whose weights ship, from the
         base model up to the first stage without weights (printing which ones are left out). Each
         stage reads the frozen text encoder its weights were trained on (`trained_text_encoder`).
+        distilled: each stage's distilled student (chapter 09), told w and sampled in a few steps.
         """
         from ivlib.text import text_encoder
 
-        loaded = load_shipped(config, stages)
-        names = [trained_text_encoder(config, s.name) for s, _, _ in loaded]
+        loaded = load_shipped(config, stages, distilled)
+        names = [trained_text_encoder(config, s.name, distilled_weights_path(config, s.name) if distilled else None)
+                 for s, _, _ in loaded]
         return cls([s for s, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded],
                    [text_encoder(name) for name in names])
 
@@ -256,12 +259,18 @@ class Cascade:
             videos.append(video)
         return videos
 
-    def sample_final(self, prompts, key, settings=None, batch_size=32, allow_unknown_words=False):
+    def sample_final(self, prompts, key, settings=None, batch_size=32, allow_unknown_words=False, seconds=None):
         """The final videos for `prompts` as one numpy array, `batch_size` prompts at a time; the batch
         starting at prompt i uses the key fold_in(key, i), so equal keys give equal videos whatever else
-        changes (chapters 05, 08)."""
+        changes (chapters 05, 08). seconds: a list that gets each batch's wall-clock seconds (the first
+        batch's include compiling the samplers)."""
         if not allow_unknown_words:
             self.check_prompts(prompts)  # every prompt before the first batch is sampled
-        return np.concatenate([np.asarray(self.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings,
-                                                      allow_unknown_words=True)[-1])
-                               for i in range(0, len(prompts), batch_size)])
+        batches = []
+        for i in range(0, len(prompts), batch_size):
+            start = time.perf_counter()
+            batches.append(np.asarray(self.sample(prompts[i:i + batch_size], jax.random.fold_in(key, i), settings,
+                                                  allow_unknown_words=True)[-1]))
+            if seconds is not None:
+                seconds.append(time.perf_counter() - start)
+        return np.concatenate(batches)

@@ -18,6 +18,11 @@ import traceback
 import warnings
 
 ALLOW_HINT = "pass --allow-unknown-words to see what the model makes of them"
+# How `generate` and `eval` sample when not told: the shipped distilled students in the steps they were distilled
+# to (tests check their weight files agree) with the sampler of chapter 09's Table 1, or with --teacher the
+# undistilled stages in (base, SR) ancestral steps.
+DISTILLED_STEPS, DISTILLED_SAMPLER = 8, "stochastic"
+TEACHER_STEPS, TEACHER_SAMPLER = (64, 32), "ancestral"
 
 
 class UsageError(ValueError):
@@ -123,9 +128,17 @@ def _demo(args):
 
 def _add_sampling_args(parser):
     """How each stage is sampled: the options `generate` and `eval` share."""
-    parser.add_argument("--steps", type=_count, default=64, help="sampling steps of the base model")
-    parser.add_argument("--sr-steps", type=_count, default=32, help="sampling steps of each super-resolution stage")
-    parser.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "stochastic"])  # diffusion.SAMPLERS (not imported: jax loads lazily)
+    parser.add_argument("--teacher", action="store_true",
+                        help="sample the undistilled cascade (two passes per step with guidance) instead of its "
+                             "distilled students (chapter 09)")
+    parser.add_argument("--steps", type=_count, default=None,
+                        help=f"sampling steps of the base model (default: {DISTILLED_STEPS} distilled, "
+                             f"{TEACHER_STEPS[0]} with --teacher)")
+    parser.add_argument("--sr-steps", type=_count, default=None,
+                        help=f"sampling steps of each super-resolution stage (default: {DISTILLED_STEPS} distilled, "
+                             f"{TEACHER_STEPS[1]} with --teacher)")
+    parser.add_argument("--sampler", default=None, choices=["ancestral", "ddim", "stochastic"],  # diffusion.SAMPLERS (not imported: jax loads lazily)
+                        help=f"default: {DISTILLED_SAMPLER} distilled, {TEACHER_SAMPLER} with --teacher")
     parser.add_argument("--guidance", type=_real, default=None,
                         help="guidance weight w of the base model (eq. 5); default: the best of chapter 08's sweep")
     parser.add_argument("--sr-guidance", type=_real, default=1.0, help="guidance weight of the SR stages")
@@ -138,20 +151,35 @@ def _add_sampling_args(parser):
                         help="sample prompts with words the toy text encoder does not know, instead of stopping")
 
 
-def _sampler_settings(args):
+def _sampler_settings(args, distilled=False):
     """(base, sr) SamplerSettings from the options of `_add_sampling_args`, checked (and warned about)
-    before anything is loaded."""
+    before anything is loaded; the defaults of steps and sampler are the distilled cascade's or its teacher's."""
     from ivlib.cascade import SamplerSettings
     from ivlib.configs import toy
 
+    steps, sr_steps = (DISTILLED_STEPS,) * 2 if distilled else TEACHER_STEPS
+    steps, sr_steps = args.steps or steps, args.sr_steps or sr_steps
+    sampler = args.sampler or (DISTILLED_SAMPLER if distilled else TEACHER_SAMPLER)
     if args.guidance is None:
         args.guidance = toy.GUIDANCE  # the best weight of chapter 08's sweep (see ivlib/configs/toy.py)
     oscillate = (args.guidance, args.oscillate_low, args.constant_steps) if args.oscillate else None
-    base = SamplerSettings(num_steps=args.steps, sampler=args.sampler, guidance=args.guidance, oscillate=oscillate,
+    base = SamplerSettings(num_steps=steps, sampler=sampler, guidance=args.guidance, oscillate=oscillate,
                            threshold=args.threshold, aug_snr=args.aug_snr)
-    sr = SamplerSettings(num_steps=args.sr_steps, sampler=args.sampler, guidance=args.sr_guidance,
+    sr = SamplerSettings(num_steps=sr_steps, sampler=sampler, guidance=args.sr_guidance,
                          threshold=args.threshold, aug_snr=args.aug_snr)
     return base, sr
+
+
+def _distilled(args, names) -> bool:
+    """Whether to sample the distilled students: unless --teacher, whenever every stage to run ships one."""
+    from ivlib.pretrained import has_distilled
+
+    if args.teacher:
+        return False
+    if not has_distilled(args.config, names):
+        print(f"note: the {args.config} cascade ships no distilled students; sampling its undistilled stages")
+        return False
+    return True
 
 
 def _stage_names(args):
@@ -173,8 +201,10 @@ def _generate(args):
     if not args.prompt.strip():
         raise ValueError("the prompt is empty; give a description such as 'a red 3 moving left'")
     out = _check_writable(args.out, "--out", suffixes=(".mp4", ".gif"))
-    base, sr = _sampler_settings(args)
+    _sampler_settings(args)  # every option is checked before anything is loaded
     names = _stage_names(args)
+    distilled = _distilled(args, names)
+    base, sr = _sampler_settings(args, distilled)
     from ivlib.text import check_toy_words
 
     if not args.allow_unknown_words:  # the shipped cascades read the toy text encoders
@@ -187,7 +217,7 @@ def _generate(args):
     from ivlib.cascade import Cascade, stage_settings
     from ivlib.media import write_video
 
-    cascade = Cascade.pretrained(args.config, stages=names)
+    cascade = Cascade.pretrained(args.config, stages=names, distilled=distilled)
     settings = stage_settings(cascade.stages, base, sr)
     start = time.perf_counter()
     videos = cascade.sample([args.prompt] * args.num_videos, jax.random.PRNGKey(args.seed), settings,
@@ -200,8 +230,9 @@ def _generate(args):
             write_video(str(out.with_name(f"{out.stem}_{stage.name}{out.suffix}")), video[0], fps=stage.fps or 8,
                         scale=args.scale)
     shape = "x".join(map(str, videos[-1].shape[1:4]))
-    print(f'"{args.prompt}" -> {shape} (frames x height x width) through {len(cascade.stages)} stages '
-          f"in {seconds:.1f} s (including compilation)")
+    kind = "distilled students" if distilled else "undistilled stages (--teacher)"
+    print(f'"{args.prompt}" -> {shape} (frames x height x width) through {len(cascade.stages)} {kind}, '
+          f"{base.num_steps} base / {sr.num_steps} SR {base.sampler} steps, in {seconds:.1f} s (including compilation)")
     print(f"wrote {path}")
 
 
@@ -258,8 +289,10 @@ def _eval(args):
     options = _json_object(args.dataset_options, "--dataset-options")
     if args.out:
         _check_writable(args.out, "--out", suffixes=(".json",))
-    base, sr = _sampler_settings(args)
+    _sampler_settings(args)  # every option is checked before anything is loaded
     names = _stage_names(args)
+    distilled = _distilled(args, names)
+    base, sr = _sampler_settings(args, distilled)
     from ivlib.data import DATASETS
 
     if args.dataset not in DATASETS:
@@ -268,12 +301,13 @@ def _eval(args):
     from ivlib.cascade import Cascade, stage_settings
     from ivlib.evaluation import evaluate_cascade
 
-    cascade = Cascade.pretrained(args.config, stages=names)
+    cascade = Cascade.pretrained(args.config, stages=names, distilled=distilled)
     settings = stage_settings(cascade.stages, base, sr)
     result = evaluate_cascade(cascade, dataset=args.dataset, dataset_options=options, num_videos=args.num_videos,
                               batch_size=args.batch_size, settings=settings, seed=args.seed,
                               allow_unknown_words=args.allow_unknown_words)
     result["settings"] = {name: dataclasses.asdict(s) for name, s in settings.items()}
+    result["distilled"] = distilled
     result["command"] = "ivlib " + " ".join(sys.argv[1:])
     for name in ("model", "ground_truth"):
         row = result[name]

@@ -20,6 +20,8 @@ from ivlib.metrics import evaluate, load_evaluator
 def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_videos=128, batch_size=32,
                      settings=None, seed=0, evaluator=None, allow_unknown_words=False, keep_videos=False) -> dict:
     """{"model": row, "ground_truth": row, "seconds_per_video": s, ...} for `num_videos` held-out prompts.
+    seconds_per_video includes compiling the samplers; seconds_per_video_compiled leaves it out (it times the
+    full batches after the first, so it needs num_videos >= 2 * batch_size).
 
     Ground truth is drawn from `dataset` (split "test", at the cascade's output shape) with `seed`;
     FVD of both rows is measured against a second, independent draw (seed + 1) of as many videos.
@@ -41,9 +43,11 @@ def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_vid
     if not allow_unknown_words:
         cascade.check_prompts(prompts)
     evaluator = evaluator or load_evaluator()
-    start = time.perf_counter()
-    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, batch_size, allow_unknown_words=True)
+    start, batch_seconds = time.perf_counter(), []
+    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, batch_size, allow_unknown_words=True,
+                                  seconds=batch_seconds)
     seconds = time.perf_counter() - start
+    full = [t for t, i in zip(batch_seconds[1:], range(batch_size, num_videos, batch_size)) if i + batch_size <= num_videos]
     model, ground_truth = (evaluate(v, prompts, other["video"], evaluator, seed=seed) for v in (videos, truth["video"]))
     if one_digit_prompts(prompts):  # what each video gets right: digit, colour, motion (chapter 04)
         model["attributes"] = attribute_accuracy(videos, prompts)
@@ -54,6 +58,8 @@ def evaluate_cascade(cascade, *, dataset="digits", dataset_options=None, num_vid
         "model": model,
         "ground_truth": ground_truth,
         "seconds_per_video": seconds / num_videos,
+        # without compilation: the full batches after the first (None if there are none)
+        "seconds_per_video_compiled": sum(full) / (len(full) * batch_size) if full else None,
         "num_videos": num_videos, "dataset": dataset, "dataset_options": dataset_options or {},
         "stages": [s.name for s in cascade.stages], "seed": seed,
     }

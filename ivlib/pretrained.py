@@ -66,12 +66,25 @@ def _read_onto_shapes(stage: Stage, path):
     return model_def, load_params(path, shapes)
 
 
-def load_stage(config_name: str, stage_name: str, path=None):
-    """(stage, model_def, params) with the shipped EMA weights of a stage, or those at `path` (chapters 04–05).
+def distilled_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
+    """Where the shipped distilled student of a stage lives (chapter 09): `<config>_<stage>_distilled.safetensors`,
+    the stage guided- and progressively distilled to sample in a few steps (its metadata says how many)."""
+    return shipped_weights_path(config_name, f"{stage_name}_distilled")
 
-    FileNotFoundError, naming the `ivlib train` command that makes them, if the weights are missing.
+
+def load_stage(config_name: str, stage_name: str, path=None, distilled=False):
+    """(stage, model_def, params) with the shipped EMA weights of a stage, or those at `path` (chapters 04–05);
+    distilled: the shipped distilled student instead (`distilled_weights_path`, chapter 09).
+
+    FileNotFoundError, naming the `ivlib train` (or `ivlib distill`) command that makes them, if the weights are missing.
     """
     stage = get_stage(config_name, stage_name)
+    if distilled and path is None:
+        path = distilled_weights_path(config_name, stage_name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no distilled {config_name}/{stage_name} stage at {path}. Make one with `ivlib "
+                                    f"distill --stage {stage_name} --phase guided`, then `--phase progressive` down to "
+                                    "8 steps (see chapter 09), and copy the last ema.safetensors there")
     path = path or shipped_weights_path(config_name, stage_name)
     try:
         return load_weights(stage, path)
@@ -102,7 +115,12 @@ def shipped_stages(config: str = "toy", stages=None) -> list:
     return [s for s in everything if s.name in stages]
 
 
-def load_shipped(config: str = "toy", stages=None) -> list:
+def load_shipped(config: str = "toy", stages=None, distilled=False) -> list:
     """[(stage, model_def, params)] of the shipped stages of `config` (`shipped_stages`), what
-    `Cascade.pretrained` runs (chapter 05)."""
-    return [load_stage(config, s.name) for s in shipped_stages(config, stages)]
+    `Cascade.pretrained` runs (chapter 05); distilled: their distilled students (chapter 09)."""
+    return [load_stage(config, s.name, distilled=distilled) for s in shipped_stages(config, stages)]
+
+
+def has_distilled(config: str = "toy", stages=None) -> bool:
+    """Whether every shipped stage of `config` (or of `stages`) ships a distilled student (chapter 09)."""
+    return all(distilled_weights_path(config, s.name).is_file() for s in shipped_stages(config, stages))
