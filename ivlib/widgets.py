@@ -238,6 +238,44 @@ def comparison_widget(cascades, prompt="an orange 4 moving up", **defaults):
     return ipywidgets.interactive(show, prompt=text, seed=seed)
 
 
+def render_distillation(teacher, student, prompt, steps=8, seed=0, guidance=None, sampler="stochastic",
+                        teacher_steps=32) -> dict:
+    """{label: video (F, H, W, C)}: one prompt through a teacher cascade (`teacher_steps` ancestral steps per
+    stage, two passes each with guidance) and through its distilled students (`steps` steps of `sampler`, one
+    pass each), from the same seed (chapter 09). Pure; guidance as in `render_prompt`."""
+    return {f"teacher: {teacher_steps} steps x 2 passes": render_prompt(teacher, prompt, seed, guidance,
+                                                                         num_steps=teacher_steps)[0],
+            f"student: {steps} {sampler} steps": render_prompt(student, prompt, seed, guidance, num_steps=steps,
+                                                                sampler=sampler)[0]}
+
+
+def distillation_widget(teacher, student, prompt="the red digit 3 moving left", **defaults):
+    """Pick the student's steps and sampler, a seed and w; see teacher and student side by side (chapter 09).
+    Returns the widget; a prompt that cannot be sampled shows the error's message instead."""
+    import ipywidgets
+
+    from ivlib.configs import toy
+    from ivlib.viz import show_videos
+
+    text = ipywidgets.Text(value=prompt, description="prompt", continuous_update=False)
+    steps = ipywidgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32], value=8, description="steps",
+                                       continuous_update=False)
+    sampler = ipywidgets.ToggleButtons(options=["stochastic", "ddim"], description="sampler")
+    seed = ipywidgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False)
+    weight = ipywidgets.FloatSlider(value=toy.GUIDANCE, min=0.0, max=4.0, step=0.5, description="w",
+                                    continuous_update=False)
+
+    def show(prompt, steps, sampler, seed, guidance):
+        try:
+            videos = render_distillation(teacher, student, prompt, steps, seed, guidance, sampler, **defaults)
+        except ValueError as err:
+            print(f"error: {err}")
+            return
+        show_videos(np.stack(list(videos.values())), titles=list(videos))
+
+    return ipywidgets.interactive(show, prompt=text, steps=steps, sampler=sampler, seed=seed, guidance=weight)
+
+
 AUG_SNRS = (0.3, 1.0, 3.0, 5.0, 10.0, 30.0, 100.0, float("inf"))
 
 
