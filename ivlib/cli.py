@@ -263,9 +263,17 @@ def _train(args):
 
 def _distill(args):
     _check_writable(args.workdir, "--workdir", kind="directory")
-    from ivlib.distiller import distill
+    from ivlib.distiller import distill, distill_halvings, halvings
 
-    distill(_distill_config(args))  # checks the settings, the teacher and the work directory before it writes anything
+    cfg = _distill_config(args)
+    if args.steps_per_halving is None:
+        distill(cfg)  # checks the settings, the teacher and the work directory before it writes anything
+    else:
+        if args.phase != "progressive" or not args.teacher_steps or not args.student_steps:
+            raise ValueError("--steps-per-halving runs progressive halvings: give --phase progressive, --teacher-steps "
+                             "(the teacher's sampling steps) and --student-steps (the last student's)")
+        halvings(args.teacher_steps, args.student_steps)  # a count halving cannot reach: an error before anything runs
+        distill_halvings(cfg, args.teacher_steps, args.steps_per_halving)
     print(f"done: the student's EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
 
 
@@ -456,7 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight file: a trained stage (--phase guided) or a guided-distilled student (progressive)")
     ds.add_argument("--phase", default="guided", choices=["guided", "progressive"])
     ds.add_argument("--student-steps", type=_count, default=None,
-                    help="progressive: the student samples in this many steps, half its teacher's")
+                    help="progressive: the student samples in this many steps, half its teacher's (with "
+                         "--steps-per-halving: the last student's)")
+    ds.add_argument("--steps-per-halving", type=_count, default=None,
+                    help="progressive: halve --teacher-steps again and again down to --student-steps, this many "
+                         "optimisation steps each, in <workdir>/<N>-steps")
+    ds.add_argument("--teacher-steps", type=_count, default=None,
+                    help="with --steps-per-halving: the steps the teacher samples in (e.g. 32)")
     ds.add_argument("--config", default="toy")
     ds.add_argument("--stage", default="base")
     ds.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl and ema.safetensors go here")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 from dataclasses import dataclass, field
 
 import jax
@@ -151,6 +152,38 @@ def distill(cfg: DistillConfig, progress=True, text_cache=None, stage=None):
     save_params(workdir / "ema.safetensors", state["ema"],
                 metadata=student_metadata(cfg, student_stage, int(state["step"]), sampling_steps, teacher_meta))
     return student_stage, student_def, state
+
+
+def halvings(teacher_steps: int, student_steps: int) -> list:
+    """The step counts of the students that halve `teacher_steps` down to `student_steps`: 32, 8 -> [16, 8].
+    ValueError unless student_steps is teacher_steps / 2**k for some k >= 1."""
+    counts, n = [], teacher_steps
+    while n > student_steps and n % 2 == 0:
+        n //= 2
+        counts.append(n)
+    if n != student_steps or not counts:
+        raise ValueError(f"{student_steps} steps cannot be reached by halving {teacher_steps}: the student of each "
+                         f"halving samples in half its teacher's steps (e.g. {teacher_steps} -> {teacher_steps // 2})")
+    return counts
+
+
+def distill_halvings(cfg: DistillConfig, teacher_steps: int, steps_per_halving: int, progress=True, text_cache=None,
+                     stage=None):
+    """Progressive distillation from a guided student sampled in `teacher_steps` down to cfg.student_steps, one
+    halving after another, each `steps_per_halving` optimisation steps in <workdir>/<N>-steps with the previous
+    student as its teacher (chapter 09). Run again, it resumes the halving it was in. The last student's
+    weights are also written to <workdir>/ema.safetensors; returns what `distill` returns for it."""
+    if cfg.phase != "progressive":
+        raise ValueError("halvings are progressive distillation: give phase 'progressive'")
+    counts = halvings(teacher_steps, cfg.student_steps)
+    teacher, result = cfg.teacher, None
+    for n in counts:
+        workdir = pathlib.Path(cfg.workdir) / f"{n}-steps"
+        result = distill(dataclasses.replace(cfg, workdir=str(workdir), teacher=str(teacher), student_steps=n,
+                                             steps=steps_per_halving), progress, text_cache, stage)
+        teacher = workdir / "ema.safetensors"
+    shutil.copyfile(teacher, pathlib.Path(cfg.workdir) / "ema.safetensors")
+    return result
 
 
 def student_metadata(cfg: DistillConfig, stage: Stage, steps: int, sampling_steps, teacher_meta: dict) -> dict:

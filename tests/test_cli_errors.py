@@ -189,6 +189,11 @@ CASES = [
      "holds another run"),
     ("distill-workdir-is-a-file", ["distill", "--teacher", "{a}/toy_base.safetensors", "--workdir", "{w}/file"],
      "is a file, not a directory"),
+    ("distill-halvings-guided", ["distill", "--teacher", "{a}/toy_base.safetensors", "--steps-per-halving", "10",
+                                 "--workdir", "{w}/new"], "--steps-per-halving runs progressive halvings"),
+    ("distill-halvings-unreachable", ["distill", "--teacher", "{a}/toy_base.safetensors", "--phase", "progressive",
+                                      "--steps-per-halving", "10", "--teacher-steps", "32", "--student-steps", "6",
+                                      "--workdir", "{w}/new"], "6 steps cannot be reached by halving 32"),
     # eval
     ("eval-num-videos-1", ["eval", "--num-videos", "1"], "--num-videos must be at least 2"),
     ("eval-num-videos-0", ["eval", "--num-videos", "0"], "--num-videos: expected a positive integer"),

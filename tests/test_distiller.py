@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ivlib.cascade import sample_stage
-from ivlib.distiller import DistillConfig, distill, distill_command, lineage
+from ivlib.distiller import DistillConfig, distill, distill_command, distill_halvings, halvings, lineage
 from ivlib.nn.unet import Level, UNetConfig
 from ivlib.pretrained import load_weights
 from ivlib.stage import Stage
@@ -105,3 +105,22 @@ def test_a_distill_command_parses_back_to_its_config():
     back = _distill_config(args)
     keep = ("checkpoint_every", "keep_checkpoints", "log_every")  # not in the command: they do not shape the weights
     assert dataclasses.replace(back, **{k: getattr(cfg, k) for k in keep}) == cfg
+
+
+def test_halvings_reach_the_student_steps_or_say_why_not():
+    assert halvings(32, 8) == [16, 8] and halvings(16, 8) == [8] and halvings(256, 2) == [128, 64, 32, 16, 8, 4, 2]
+    for teacher_steps, student_steps in ((32, 6), (8, 8), (8, 16), (12, 2)):
+        with pytest.raises(ValueError, match="cannot be reached by halving"):
+            halvings(teacher_steps, student_steps)
+
+
+def test_one_command_runs_every_halving_each_from_the_last(tmp_path, teacher, cache):
+    distill(_cfg(tmp_path / "guided", teacher), progress=False, text_cache=cache, stage=TINY)
+    guided = tmp_path / "guided" / "ema.safetensors"
+    cfg = _cfg(tmp_path / "prog", guided, phase="progressive", student_steps=2)
+    distill_halvings(cfg, teacher_steps=8, steps_per_halving=1, progress=False, text_cache=cache, stage=TINY)
+    four, two = (read_metadata(tmp_path / "prog" / f"{n}-steps" / "ema.safetensors") for n in (4, 2))
+    assert four["sampling_steps"] == 4 and four["distill_config"]["teacher"] == str(guided)
+    assert two["sampling_steps"] == 2 and two["distill_config"]["teacher"] == str(tmp_path / "prog" / "4-steps" / "ema.safetensors")
+    assert (tmp_path / "prog" / "ema.safetensors").read_bytes() == (tmp_path / "prog" / "2-steps" / "ema.safetensors").read_bytes()
+    assert two["steps"] == four["steps"] == 1 and len(two["commands"]) == 3  # guided, then the two halvings
