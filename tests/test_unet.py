@@ -185,6 +185,24 @@ def test_gradients_reach_every_parameter():
     assert len(flat) == len(jax.tree.leaves(nnx.state(model, nnx.Param))) and not dead, dead
 
 
+@pytest.mark.parametrize("remat", ["block", "dots"])
+def test_rematerialised_blocks_give_the_same_outputs_and_gradients(remat):
+    """Remat changes what the backward pass stores, never what it computes (chapter 10)."""
+    config = dataclasses.replace(BASE, frame_embedding=True)
+    plain, again = make(config), make(dataclasses.replace(config, remat=remat))
+    z, text, mask, _ = inputs(config)
+
+    @nnx.jit
+    def value_and_grads(model):
+        loss = lambda m: jnp.mean(m(z, jnp.array([0.0, 2.0]), text, mask, is_image=MIXED) ** 2)
+        return nnx.value_and_grad(loss)(model)
+
+    (v1, g1), (v2, g2) = value_and_grads(plain), value_and_grads(again)
+    np.testing.assert_allclose(v1, v2, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_fresh_model_starts_at_zero_and_count_params_matches():
     config = UNetConfig(frames=2, height=4, width=4, levels=(Level(8, 1, temporal="none"),), frame_embedding=False)
     model = VideoUNet(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))  # the library's initialisers
@@ -201,6 +219,7 @@ def test_fresh_model_starts_at_zero_and_count_params_matches():
     ({"levels": (Level(8, 1, temporal="lstm"),)}, "temporal"),
     ({"fully_convolutional": True}, "spatial attention"),
     ({"levels": ()}, "levels"),
+    ({"remat": "all"}, "remat must be one of"),
 ])
 def test_bad_configs_raise(change, message):
     with pytest.raises(ValueError, match=message):

@@ -20,6 +20,10 @@ from ivlib.nn.layers import Downsample, GuidanceEmbedding, LogSNREmbedding, ResB
 
 TEMPORAL = ("attention", "conv", "none")
 TARGETS = ("v", "eps", "x")
+# Rematerialisation (chapter 10): what the backward pass keeps of each space-time block's forward pass.
+# "none": everything (no remat); "block": only the block's inputs, its inside recomputed; "dots": also the
+# results of its matrix multiplications without batch dimensions (jax.checkpoint_policies).
+REMAT = ("none", "block", "dots")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class UNetConfig:
     fully_convolutional: bool = False
     target: str = "v"
     guidance_embedding: bool = False
+    remat: str = "none"  # REMAT: trade compute for the memory of activations in training (chapter 10)
 
     def validate(self) -> None:
         """Raise ValueError naming the field when this configuration cannot work."""
@@ -83,6 +88,8 @@ class UNetConfig:
             raise ValueError(f"target must be one of {TARGETS}; got {self.target!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16'; got {self.dtype!r}")
+        if self.remat not in REMAT:
+            raise ValueError(f"remat must be one of {REMAT}; got {self.remat!r}")
         for i, level in enumerate(self.levels):
             if level.temporal not in TEMPORAL:
                 raise ValueError(f"levels[{i}].temporal must be one of {TEMPORAL}; got {level.temporal!r}")
@@ -276,6 +283,10 @@ class VideoUNet(nnx.Module):
         x = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
         h = _frames_map(self.conv_in, x.astype(jnp.dtype(c.dtype)))
         run = lambda blk, h, e: blk(h, e, text, text_mask, video)
+        if c.remat != "none":  # recompute each block's inside in the backward pass instead of storing it
+            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if c.remat == "dots" else None
+            call = nnx.remat(lambda blk, h, e, text, text_mask, video: blk(h, e, text, text_mask, video), policy=policy)
+            run = lambda blk, h, e: call(blk, h, e, text, text_mask, video)
 
         skips = []
         for i, blocks in enumerate(self.down):
