@@ -1,0 +1,88 @@
+"""The shipped distilled toy cascade (chapter 09): what `make demo` and `ivlib generate` sample by default."""
+
+import json
+
+import numpy as np
+
+from ivlib.cli import DISTILLED_STEPS, main
+from ivlib.configs import get_cascade
+from ivlib.pretrained import distilled_weights_path, has_distilled
+from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
+
+TABLE = WEIGHTS_DIR / "toy_cascade.table1.json"
+
+
+def _teachers(meta):
+    """The chain of records from a student back to the trained stage it was distilled from."""
+    chain = [meta]
+    while "teacher" in chain[-1]:
+        chain.append(chain[-1]["teacher"])
+    return chain
+
+
+def test_every_toy_stage_ships_a_student_distilled_from_the_shipped_stage_by_recorded_commands():
+    assert has_distilled("toy")
+    for stage in get_cascade("toy"):
+        meta = read_metadata(distilled_weights_path("toy", stage.name))
+        assert meta["stage"] == stage.name and meta["guidance_embedding"]
+        assert meta["sampling_steps"] == DISTILLED_STEPS  # what generate and eval sample it in by default
+        chain = _teachers(meta)
+        phases = [m["distill_config"]["phase"] for m in chain if "distill_config" in m]
+        assert phases[-1] == "guided" and set(phases[:-1]) == {"progressive"}
+        halvings = [m["sampling_steps"] for m in chain if m.get("distill_config", {}).get("phase") == "progressive"]
+        assert halvings == [DISTILLED_STEPS * 2**k for k in range(len(halvings))]  # 8, 16, ...: each halves the last
+        shipped = read_metadata(shipped_weights_path("toy", stage.name))
+        assert chain[-1]["steps"] == shipped["steps"] and chain[-1]["train_config"] == shipped["train_config"]
+        commands = meta["commands"]
+        assert [c for c in commands if c.startswith("ivlib distill")][-len(phases):] == commands[-len(phases):]
+        assert f"--student-steps {DISTILLED_STEPS}" in commands[-1] and f"--stage {stage.name}" in commands[-1]
+
+
+def test_generate_samples_the_distilled_cascade_unless_told_teacher(tmp_path, capsys):
+    out = tmp_path / "video.mp4"
+    assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"through 3 distilled students, {DISTILLED_STEPS} base / {DISTILLED_STEPS} SR stochastic steps" in printed
+    assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1", "--teacher",
+                 "--steps", "2", "--sr-steps", "2"]) == 0
+    assert "undistilled stages (--teacher), 2 base / 2 SR ancestral steps" in capsys.readouterr().out
+
+
+def test_table1_rows_are_consistent_with_their_settings():
+    table = json.loads(TABLE.read_text())
+    rows = table["rows"]
+    assert table["num_videos"] >= 64 and "ground_truth" in table
+    for name, row in rows.items():
+        steps = {stage: s["num_steps"] for stage, s in row["settings"].items()}
+        assert row["flops_per_video"] == sum(row["step_flops"][s] * n for s, n in steps.items())
+        assert row["seconds_per_video"] > 0 and 0 <= row["r_precision"] <= 1
+        if name.startswith("original"):
+            assert steps == {"base": 256, "tsr": 128, "ssr": 128} and row["weights"] == ["teacher"] * 3
+        if name.startswith("distilled-"):
+            assert row["weights"][1:] == ["student"] * 2
+    if "original-constant" in rows:
+        ref = rows["original-constant"]
+        for row in rows.values():
+            np.testing.assert_allclose(row["time_speedup"], ref["seconds_per_video"] / row["seconds_per_video"])
+            np.testing.assert_allclose(row["flops_speedup"], ref["flops_per_video"] / row["flops_per_video"])
+        # a guided teacher pays two passes per step: the student's step costs half the teacher's
+        student = rows["distilled-8-stochastic"]["step_flops"]
+        for stage, flops in ref["step_flops"].items():
+            np.testing.assert_allclose(flops / student[stage], 2.0, rtol=0.05)
+
+
+def test_render_distillation_shows_teacher_and_student_from_the_same_seed():
+    from ivlib import widgets
+    from ivlib.cascade import Cascade
+
+    teacher = Cascade.pretrained("toy", stages=["base"])
+    student = Cascade.pretrained("toy", stages=["base"], distilled=True)
+    assert student.stages[0].unet.guidance_embedding and not teacher.stages[0].unet.guidance_embedding
+    videos = widgets.render_distillation(teacher, student, "the red digit 3 moving left", steps=2, teacher_steps=2)
+    assert list(videos) == ["teacher: 2 steps x 2 passes", "student: 2 stochastic steps"]
+    again = widgets.render_distillation(teacher, student, "the red digit 3 moving left", steps=2, teacher_steps=2)
+    for name, video in videos.items():
+        assert video.shape == (8, 16, 16, 3)
+        np.testing.assert_array_equal(video, again[name])  # pure: the same seed gives the same videos
+    widget = widgets.distillation_widget(teacher, student, teacher_steps=2)
+    assert {c.description for c in widget.children[:-1]} == {"prompt", "steps", "sampler", "seed", "w"}
