@@ -49,6 +49,9 @@ def main():
         minutes = {}
         for steps, run in runs:
             run = ROOT / run
+            if not (run / "ema.safetensors").is_file():
+                print(f"{run.relative_to(ROOT)}: not run; skipped")
+                continue
             phase = "guided" if steps is None else f"{2 * steps} -> {steps} steps"
             minutes[phase] = round(wall_minutes(run), 1)
             if steps not in SHIP:
