@@ -263,7 +263,7 @@ def _train(args):
 
 def _distill(args):
     _check_writable(args.workdir, "--workdir", kind="directory")
-    from ivlib.distiller import distill, distill_halvings, halvings
+    from ivlib.distiller import distill, distill_halvings
 
     cfg = _distill_config(args)
     if args.steps_per_halving is None:
@@ -272,7 +272,6 @@ def _distill(args):
         if args.phase != "progressive" or not args.teacher_steps or not args.student_steps:
             raise ValueError("--steps-per-halving runs progressive halvings: give --phase progressive, --teacher-steps "
                              "(the teacher's sampling steps) and --student-steps (the last student's)")
-        halvings(args.teacher_steps, args.student_steps)  # a count halving cannot reach: an error before anything runs
         distill_halvings(cfg, args.teacher_steps, args.steps_per_halving)
     print(f"done: the student's EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
 
