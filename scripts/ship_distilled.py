@@ -6,8 +6,7 @@ For each stage and each student step count, the run's EMA weights go to
 ivlib/assets/weights/toy_<stage>_distilled[<steps>].safetensors (no suffix: the 8-step student, the one
 `ivlib generate` samples by default), with two metadata entries added: `commands`, every command from the
 teacher's training to this student (`ivlib.distiller.lineage`), and `minutes`, the wall-clock minutes of each
-distillation phase on the machine that ran it (from the first to the last entry of its metrics.jsonl, plus
-the mean step time for the first entry's step).
+distillation phase on the machine that ran it (`wall_minutes`: its logged steps over their measured rates).
 """
 
 import json
@@ -31,13 +30,15 @@ SHIP = (8, 4, 2)
 
 
 def wall_minutes(run: pathlib.Path) -> float:
-    """Minutes of a run from its metrics.jsonl: the span of its logged times, extended by one mean step
-    for the steps before the first entry."""
+    """Minutes a run computed, from its metrics.jsonl: each logged window's steps over its measured rate
+    (`steps_per_s`, compilation included), summed. A run resumed days later counts its steps, not the days."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    timed = [r for r in rows if "time" in r]
-    first, last = timed[0], timed[-1]
-    per_step = (last["time"] - first["time"]) / max(last["step"] - first["step"], 1)
-    return (last["time"] - first["time"] + per_step * first["step"]) / 60
+    seconds, previous = 0.0, 0
+    for row in rows:
+        if "steps_per_s" in row:
+            seconds += (row["step"] - previous) / row["steps_per_s"]
+            previous = row["step"]
+    return seconds / 60
 
 
 def main():
