@@ -26,7 +26,7 @@ from ivlib.conditioning import (augment_condition, augment_for_sampling, augment
                                 sampling_condition, upsample_spatial, upsample_temporal)
 from ivlib.diffusion import SAMPLERS, idle_steps, sample, x_from_prediction
 from ivlib.guidance import THRESHOLDS, guided_output, oscillating_weights, threshold_fn
-from ivlib.pretrained import distilled_weights_path, load_shipped, load_stage, trained_text_encoder
+from ivlib.pretrained import distilled_weights_path, load_shipped, load_stage, trained_text, trained_text_encoder
 from ivlib.stage import Stage, check_chain
 
 __all__ = [  # this module's own names, then those re-exported for the chapters (see the docstring)
@@ -205,16 +205,16 @@ class Cascade:
 
         stages: names of the stages to run; None takes every stage whose weights ship, from the
         base model up to the first stage without weights (printing which ones are left out). Each
-        stage reads the frozen text encoder its weights were trained on (`trained_text_encoder`).
+        stage reads the frozen text encoder its weights were trained on, at their text length (`trained_text`).
         distilled: each stage's distilled student (chapter 09), told w and sampled in a few steps.
         """
         from ivlib.text import text_encoder
 
         loaded = load_shipped(config, stages, distilled)
-        names = [trained_text_encoder(config, s.name, distilled_weights_path(config, s.name) if distilled else None)
+        texts = [trained_text(config, s.name, distilled_weights_path(config, s.name) if distilled else None)
                  for s, _, _ in loaded]
         return cls([s for s, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded],
-                   [text_encoder(name) for name in names])
+                   [text_encoder(name, length) for name, length in texts])
 
     def embed(self, prompts, stage=None):
         """Cached text embeddings (B, L, D), mask (B, L) for a list of prompts, from the text encoder of

@@ -250,7 +250,7 @@ def _train(args):
     cfg = TrainConfig(workdir=args.workdir, config=args.config, stage=args.stage, steps=args.steps,
                       batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                       ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
-                      target=args.target, text_encoder=args.text_encoder,
+                      target=args.target, text_encoder=args.text_encoder, max_text_length=args.max_text_length,
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
                       init_weights=args.init_weights, image_mask=not args.no_image_mask)
@@ -446,8 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--target", default=None, choices=["v", "eps", "x"],
                     help="what the network predicts, for this run (default: the stage's own, v in every config); "
                          "recorded in the weight file, so sampling decodes the same target (chapter 02)")
-    tr.add_argument("--text-encoder", default="toy-t5-random", choices=["toy-t5-random", "toy-t5"],
-                    help="frozen toy text encoder: random weights (default) or pretrained on toy captions (chapter 04)")
+    tr.add_argument("--text-encoder", default=None,
+                    help="the frozen text encoder (default: the config's own, TEXT_ENCODER): toy-t5-random (the toy's), "
+                         "toy-t5 (pretrained on toy captions, chapter 04), or a T5 v1.1 checkpoint, a Hugging Face name "
+                         "such as google/t5-v1_1-base (colab's) or a local folder (chapter 10)")
+    tr.add_argument("--max-text-length", type=int, default=None,
+                    help="tokens per caption (default: the config's TEXT_LENGTH; 32 for the toy)")
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--dataset-options", default="", help='JSON, e.g. \'{"max_objects": 1}\'')
     tr.add_argument("--image-fraction", type=_real, default=None,

@@ -143,7 +143,7 @@ def distill(cfg: DistillConfig, progress=True, text_cache=None, stage=None):
     step_fn = D.make_distill_step(student_def, teacher_def, teacher_params, tx, student_stage, loss_fn,
                                   cfg.ema_decay, w_range=(cfg.w_min, cfg.w_max), aug_max_t=cfg.aug_max_t,
                                   **loss_kwargs)
-    record = lambda: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    record = lambda step: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     state = fit(step_fn, init_state(student_params, tx), lambda step: shard_batch(source(step), mesh),
                 workdir=workdir, steps=cfg.steps, key=jax.random.PRNGKey(cfg.seed + 1),
                 checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
@@ -191,7 +191,7 @@ def student_metadata(cfg: DistillConfig, stage: Stage, steps: int, sampling_step
     `commands`: every command from the teacher's training to this student (`lineage`)."""
     return {"config": cfg.config, "stage": cfg.stage, "steps": steps, "target": stage.unet.target,
             "guidance_embedding": True, "sampling_steps": sampling_steps,
-            "train_config": {"text_encoder": text_encoder_of(teacher_meta)},
+            "train_config": {"text_encoder": text_encoder_of(teacher_meta), "max_text_length": cfg.max_text_length},
             "distill_config": dataclasses.asdict(cfg), "teacher": teacher_meta,
             "commands": lineage(teacher_meta) + [distill_command(dataclasses.replace(cfg, steps=steps))]}
 

@@ -150,8 +150,8 @@ def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkp
     and at the end, the newest `keep_checkpoints` kept), logs every step to <workdir>/metrics.jsonl
     (flushed every `log_every` steps) and raises TrainingDiverged at the first non-finite metric,
     before saving anything. An unreadable newest checkpoint is a ValueError, raised before anything is
-    written. on_start(): called once the run is sure to go ahead, before its first write (e.g. to record
-    the run's config).
+    written. on_start(step): called once the run is sure to go ahead, with the step it starts from, before
+    its first write (e.g. to record the run's config).
     """
     import orbax.checkpoint as ocp
 
@@ -164,9 +164,9 @@ def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkp
     restored = restore_latest(manager, abstract_like(state, placement), workdir / "checkpoints", skip_unreadable=False)
     if restored is not None:
         state = restored
-    if on_start is not None:
-        on_start()
     start = int(state["step"])
+    if on_start is not None:
+        on_start(start)
     metrics_path = workdir / "metrics.jsonl"
     _truncate_rows(metrics_path, start)
     if placement is not None:

@@ -34,6 +34,19 @@ def trained_text_encoder(config_name: str, stage_name: str, path=None) -> str:
     return train_config.get("text_encoder") or LEGACY_TEXT_ENCODER
 
 
+LEGACY_TEXT_LENGTH = 32  # the toy runs' tokens per caption before the length was recorded
+
+
+def trained_text(config_name: str, stage_name: str, path=None) -> tuple[str, int]:
+    """(text encoder, tokens per caption) a stage's weights were trained with (chapters 04, 10):
+    `trained_text_encoder` and the "max_text_length" of the file's training config, else LEGACY_TEXT_LENGTH.
+    `ivlib.text.text_encoder(*trained_text(...))` builds the encoder to sample it with."""
+    path = pathlib.Path(path or shipped_weights_path(config_name, stage_name))
+    train_config = (read_metadata(path) if path.is_file() else {}).get("train_config") or {}
+    return (trained_text_encoder(config_name, stage_name, path),
+            int(train_config.get("max_text_length") or LEGACY_TEXT_LENGTH))
+
+
 def load_weights(stage: Stage, path):
     """(stage, model_def, params) of `stage` with the weights at `path` (chapter 04).
 

@@ -46,8 +46,10 @@ class TrainConfig:
     target: str | None = None  # what the network predicts, if not the stage's own unet.target: "v", "eps", "x"
     dataset: str = "digits"
     dataset_options: dict = field(default_factory=dict)
-    max_text_length: int = 32
-    text_encoder: str = "toy-t5-random"  # a name of `ivlib.text.text_encoder` (the default: chapter 04's ablation)
+    max_text_length: int | None = None  # tokens per caption; None: the config's TEXT_LENGTH (32 for the toy)
+    # `ivlib.text.text_encoder`'s name for the frozen encoder, a toy one or a T5 checkpoint; None: the config's
+    # TEXT_ENCODER ("toy-t5-random" for the toy, chapter 04's ablation; "google/t5-v1_1-base" for colab)
+    text_encoder: str | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -55,18 +57,27 @@ class TrainConfig:
     init_weights: str | None = None  # start from these weights (a weight file of the same stage), not at random
     image_mask: bool = True  # image samples bypass the temporal layers (chapter 07); False treats them as videos
 
+    def resolved(self) -> "TrainConfig":
+        """This config with the text settings it leaves to its cascade config filled in (`text_settings`): what
+        a run records and compares on resume. ValueError for an unknown config name."""
+        from ivlib.configs import text_settings
+
+        encoder, length = text_settings(self.config)
+        return dataclasses.replace(self, text_encoder=encoder if self.text_encoder is None else self.text_encoder,
+                                   max_text_length=length if self.max_text_length is None else self.max_text_length)
+
     def validate(self):
         """ValueError naming the first setting no run can use; builds nothing (the config and stage names are
-        checked by `stage_for`, the dataset by `make_dataset`)."""
-        from ivlib.text import TEXT_ENCODERS
+        checked by `stage_for`, the dataset by `make_dataset`; a T5 checkpoint is looked for when it loads)."""
+        from ivlib.text import check_text_encoder_name
 
+        self = self.resolved()
         check_loop_settings(self)
         if not 0.0 <= self.text_dropout < 1.0:
             raise ValueError(f"text_dropout must lie in [0, 1), got {self.text_dropout!r}")
         if self.target is not None and self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS} (or None: the stage's own), got {self.target!r}")
-        if self.text_encoder not in TEXT_ENCODERS:
-            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        check_text_encoder_name(self.text_encoder)
         if self.init_weights is not None and not pathlib.Path(self.init_weights).is_file():
             raise ValueError(f"init_weights: no weight file at {self.init_weights}")
 
@@ -114,7 +125,7 @@ def check_resumable(workdir, cfg: TrainConfig):
     workdir = pathlib.Path(workdir)
     config_file = workdir / "config.json"
     if config_file.is_file():
-        recorded = TrainConfig.read(config_file)
+        recorded, cfg = TrainConfig.read(config_file).resolved(), cfg.resolved()
         differ = [k for k in SAME_RUN if getattr(recorded, k) != getattr(cfg, k)]
         if differ:
             theirs = ", ".join(f"{k} {getattr(recorded, k)!r}" for k in differ)
@@ -167,6 +178,10 @@ def _weights_metadata(cfg: TrainConfig, stage: Stage, steps: int, train_config: 
             "train_config": train_config}
 
 
+TEXT_CACHE = "text_embeddings.npz"  # a run's encoded captions, in its workdir (`BatchSource.precompute_text`)
+PRECOMPUTE_EXAMPLES = 4096  # of an endless dataset, the examples whose captions are encoded before the first step
+
+
 class BatchSource:
     """Batch k of a stage's training data with cached text embeddings (and the low-res input for SR stages)."""
 
@@ -174,6 +189,7 @@ class BatchSource:
         from ivlib.data import make_dataset
         from ivlib.text import EmbeddingCache, text_encoder
 
+        cfg = cfg.resolved()
         self.stage = stage
         self.dataset = make_dataset(cfg.dataset, frames=stage.frames, height=stage.height, width=stage.width,
                                     split="train", seed=cfg.seed, **cfg.dataset_options)
@@ -185,6 +201,35 @@ class BatchSource:
         if self.text is not None and self.text.encoder.dim != stage.unet.text_dim:
             raise ValueError(f"stage {stage.name!r} expects text embeddings of width {stage.unet.text_dim}, "
                              f"the text encoder gives {self.text.encoder.dim}")
+
+    def precompute_text(self, path, first_step: int = 0, chunk: int = 256) -> int:
+        """Encode the captions of the coming examples once, before training, and keep every encoded caption in
+        `path` (an `EmbeddingCache` file), as the paper precomputes its T5-XXL embeddings (§2.2): the rows
+        already in `path` are read back (a resumed run encodes them again never), then the captions of every
+        example of a finite dataset (a folder of videos), or of an endless one's next PRECOMPUTE_EXAMPLES from
+        batch `first_step` on, are encoded `chunk` at a time. A caption met later is encoded when it first
+        comes. Returns how many captions were encoded now."""
+        if self.text is None:
+            return 0
+        path = pathlib.Path(path)
+        if path.is_file():
+            self.text.load(path)
+        start = first_step * self.batch_size
+        indices = range(len(self.dataset)) if hasattr(self.dataset, "__len__") else \
+            range(start, start + PRECOMPUTE_EXAMPLES)
+        new = list(dict.fromkeys(c for c in (self.dataset.params(i).caption for i in indices) if c not in self.text))
+        for k in range(0, len(new), chunk):
+            self.text.get(new[k:k + chunk])
+        if new or not path.is_file():
+            self.save_text(path)
+        return len(new)
+
+    def save_text(self, path):
+        """Write the cached text embeddings to `path` atomically (`EmbeddingCache.save`)."""
+        if self.text is not None:
+            tmp = pathlib.Path(path).with_suffix(".tmp")
+            self.text.save(tmp)
+            tmp.replace(path)
 
     def __call__(self, index: int) -> dict:
         raw = self.dataset.batch(index, self.batch_size)
@@ -209,6 +254,7 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     its metadata, the config and the target (read back by `ivlib.pretrained.load_weights`).
     """
     cfg.validate()
+    cfg = cfg.resolved()  # the config's own text encoder and length, recorded as such
     stage = stage_for(cfg, stage)
     source = BatchSource(stage, cfg, text_cache)
     mesh = make_mesh()
@@ -221,12 +267,16 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     workdir = check_workdir(cfg.workdir)
     check_resumable(workdir, cfg)
 
-    record = lambda: (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    def start(step):  # the run goes ahead from `step`: record it, and encode its captions before step one
+        (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        source.precompute_text(workdir / TEXT_CACHE, step)
+
     step_fn = make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t)
     state = fit(step_fn, state, lambda step: shard_batch(source(step), mesh), workdir=workdir, steps=cfg.steps,
                 key=jax.random.PRNGKey(cfg.seed + 1), checkpoint_every=cfg.checkpoint_every,
                 keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every, placement=replicated(mesh),
-                progress=progress, desc=f"train {cfg.config}/{cfg.stage}", on_start=record)
+                progress=progress, desc=f"train {cfg.config}/{cfg.stage}", on_start=start)
+    source.save_text(workdir / TEXT_CACHE)  # with any caption first met during training
     save_params(workdir / "ema.safetensors", state["ema"],
                 metadata=_weights_metadata(cfg, stage, int(state["step"]), dataclasses.asdict(cfg)))
     return model_def, state

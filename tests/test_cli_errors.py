@@ -464,7 +464,7 @@ def test_fit_stops_at_an_unreadable_newest_checkpoint_and_changes_nothing(tmp_pa
     step_fn = lambda s, batch, key: pytest.fail("trained from a state it should not have")
     with pytest.raises(ValueError, match=r"step 2 .* cannot be read.*resume from step 1.*mv "):
         fit(step_fn, state, lambda k: None, workdir=tmp_path, steps=4, progress=False,
-            on_start=lambda: pytest.fail("started"))
+            on_start=lambda step: pytest.fail("started"))
     assert _snapshot(tmp_path) == before
     restored = restore_latest(checkpoint_manager(tmp_path / "checkpoints", 3), abstract_like(state))
     assert int(restored["step"]) == 1  # read-only use (export) still falls back to the last good one

@@ -25,6 +25,7 @@ _CASCADES = {
     "paper-500m": lambda: paper.cascade("500m"),
 }
 CONFIG_NAMES = tuple(_CASCADES)
+_MODULES = {"toy": toy, "colab": colab, "paper": paper, "paper-5.6b": paper, "paper-1.6b": paper, "paper-500m": paper}
 
 
 def get_cascade(name: str) -> tuple[Stage, ...]:
@@ -41,6 +42,14 @@ def get_stage(config_name: str, stage_name: str) -> Stage:
         raise ValueError(f"config {config_name!r} has no stage {stage_name!r}; valid stage names: "
                          f"{', '.join(stages)}")
     return stages[stage_name]
+
+
+def text_settings(name: str) -> tuple[str, int]:
+    """(text encoder, tokens per prompt) that cascade `name` is conditioned on: its module's TEXT_ENCODER
+    and TEXT_LENGTH (chapter 10), e.g. ("google/t5-v1_1-base", 64) for "colab"."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown config name {name!r}; valid names: {', '.join(CONFIG_NAMES)}")
+    return _MODULES[name].TEXT_ENCODER, _MODULES[name].TEXT_LENGTH
 
 
 def num_params(stage: Stage | UNetConfig) -> int:

@@ -157,7 +157,9 @@ def default_text_encoder(max_length: int = 32) -> TextEncoder:
 
 
 def text_encoder(name: str = DEFAULT_NAME, max_length: int = 32) -> TextEncoder:
-    """A small offline toy text encoder by name, one per process, name and max_length (chapter 04).
+    """The frozen text encoder called `name`, one per process, name and max_length (chapters 04, 10): one of
+    the small offline toy encoders (`TEXT_ENCODERS`), or a T5 v1.1 checkpoint (`is_checkpoint_name`: a Hugging
+    Face name such as "google/t5-v1_1-base", the `colab` config's, or a local folder), read by `t5_text_encoder`.
 
     Both are T5 v1.1 encoders of `DEFAULT_CONFIG` (d_model 64, 2 layers, 4 heads, about 0.1M parameters)
     over the toy tokenizer, with per-token RMS 1 (the final RMSNorm):
@@ -172,12 +174,31 @@ def text_encoder(name: str = DEFAULT_NAME, max_length: int = 32) -> TextEncoder:
 
     max_length: 32 tokens by default, our choice: toy captions have at most ~15 words (`t5_text_encoder`: 128).
     """
-    if name not in TEXT_ENCODERS:
-        raise ValueError(f"unknown text encoder {name!r}; expected one of {TEXT_ENCODERS} "
-                         "(or use t5_text_encoder() for a Hugging Face T5)")
+    check_text_encoder_name(name)
     if isinstance(max_length, bool) or not isinstance(max_length, int):
         raise ValueError(f"max_length must be an int >= 2 (tokens + EOS), got {max_length!r}")
+    if name not in TEXT_ENCODERS:
+        return _checkpoint_encoder(name, max_length)
     return _text_encoder(name, max_length)
+
+
+def is_checkpoint_name(name) -> bool:
+    """Whether `name` names a T5 checkpoint rather than a toy encoder: a Hugging Face name ("owner/model")
+    or an existing local folder."""
+    return isinstance(name, str) and name not in TEXT_ENCODERS and ("/" in name or Path(name).is_dir())
+
+
+def check_text_encoder_name(name):
+    """ValueError unless `name` is a toy encoder's name or a checkpoint's (`is_checkpoint_name`); nothing is
+    loaded, so a run can check it before it builds anything."""
+    if not (name in TEXT_ENCODERS or is_checkpoint_name(name)):
+        raise ValueError(f"unknown text encoder {name!r}; expected one of {TEXT_ENCODERS}, a Hugging Face T5 v1.1 "
+                         "name such as 'google/t5-v1_1-base', or a local folder holding one")
+
+
+@functools.lru_cache(maxsize=None)
+def _checkpoint_encoder(name: str, max_length: int) -> TextEncoder:
+    return t5_text_encoder(name, max_length)
 
 
 @functools.lru_cache(maxsize=None)
