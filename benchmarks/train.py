@@ -30,7 +30,7 @@ mesh = make_mesh()
 tx = default_optimizer()
 model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(0))
 state = jax.device_put(state, replicated(mesh))
-step = make_train_step(model_def, tx, stage)
+step = jax.jit(make_train_step(model_def, tx, stage), donate_argnums=0)
 t = time.perf_counter()
 state, m = step(state, shard_batch(batches[0], mesh), jax.random.PRNGKey(0)); jax.block_until_ready(m)
 compile_s = time.perf_counter() - t

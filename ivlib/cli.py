@@ -253,7 +253,8 @@ def _train(args):
                       target=args.target, text_encoder=args.text_encoder, max_text_length=args.max_text_length,
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
-                      init_weights=args.init_weights, image_mask=not args.no_image_mask)
+                      init_weights=args.init_weights, image_mask=not args.no_image_mask,
+                      model_parallel=args.model_parallel)
     cfg.validate()
     stage_for(cfg)  # an unknown config or stage
     check_resumable(workdir, cfg)  # a work directory of another run
@@ -450,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the frozen text encoder (default: the config's own, TEXT_ENCODER): toy-t5-random (the toy's), "
                          "toy-t5 (pretrained on toy captions, chapter 04), or a T5 v1.1 checkpoint, a Hugging Face name "
                          "such as google/t5-v1_1-base (colab's) or a local folder (chapter 10)")
+    tr.add_argument("--model-parallel", type=int, default=1,
+                    help="devices per model group: parameters, Adam's moments and EMA weights are split over them "
+                         "(FSDP), the batch over every device (chapter 10; default 1: data parallelism)")
     tr.add_argument("--max-text-length", type=int, default=None,
                     help="tokens per caption (default: the config's TEXT_LENGTH; 32 for the toy)")
     tr.add_argument("--dataset", default="digits")

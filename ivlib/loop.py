@@ -85,9 +85,12 @@ def checkpoint_manager(directory, keep: int):
 
 
 def abstract_like(state, sharding=None):
-    """Shapes, dtypes and the placement (`sharding`; None: the default device) to restore a checkpoint onto
-    (it may have been saved on other devices)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    """Shapes, dtypes and the placement to restore a checkpoint onto (it may have been saved on other devices):
+    `sharding` is one sharding for every array, a matching tree of them (a sharded state, chapter 10), or
+    None (the default device)."""
+    if sharding is None or isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, sharding)
 
 
 def restore_latest(manager, abstract_state, directory=None, skip_unreadable=True):
@@ -139,12 +142,15 @@ def _truncate_rows(path: pathlib.Path, step: int):
 def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkpoint_every: int = 100,
         keep_checkpoints: int = 3, log_every: int = 10, placement=None, progress: bool = True,
         desc: str = "train", on_start=None) -> dict:
-    """Train `state` up to step `steps` (chapter 04); returns the final state on the host.
+    """Train `state` up to step `steps` (chapter 04); returns the final state where it lives (on the devices,
+    in its shards: `jax.device_get` brings a small one to the host).
 
-    step_fn(state, batch, key) -> (state, metrics): one jit-compiled step; metrics is a dict of scalars.
+    step_fn(state, batch, key) -> (state, metrics): one jit-compiled step; metrics is a dict of scalars. It may
+    donate its state (`ivlib.sharding.jit_step`): the loop never reads a state it has passed on.
     batch_fn(k): the batch of step k (placed on devices as the step wants it). key: the run's root key;
     step k gets fold_in(key, k) (None when the step needs no randomness). placement: where the state
-    lives (a sharding, e.g. replicated over a mesh; None: where `state` already is).
+    lives (a sharding, e.g. replicated over a mesh, or a tree of them, e.g. FSDP shards; None: where
+    `state` already is).
 
     Resumes from the newest checkpoint in <workdir>/checkpoints (saved every `checkpoint_every` steps
     and at the end, the newest `keep_checkpoints` kept), logs every step to <workdir>/metrics.jsonl
@@ -204,4 +210,4 @@ def fit(step_fn, state: dict, batch_fn, *, workdir, steps: int, key=None, checkp
                 manager.wait_until_finished()
     if bar is not None:
         bar.close()
-    return jax.device_get(state)
+    return state

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ivlib.compat import fast_tracing
-from ivlib.sharding import (MIN_SHARD_SIZE, batch_sharding, bytes_per_device, replicated, sharded_bytes,
-                            state_shardings)
+from ivlib.sharding import MIN_SHARD_SIZE, batch_sharding, bytes_per_device, jit_step, sharded_bytes, state_shardings
 from ivlib.stage import Stage
 from ivlib.train import default_optimizer, make_train_step, state_initializer
 
@@ -110,10 +109,7 @@ def compile_sharded_step(stage: Stage, mesh, batch_per_device: int = 1, tx=None,
     batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sh[name]) for name, x in batch.items()}
     key = jax.eval_shape(lambda: jax.random.key(0))
 
-    step = make_train_step(model_def, tx, stage)
-    fn = getattr(step, "__wrapped__", step)  # the pure Python step under its jax.jit
-    jitted = jax.jit(fn, in_shardings=(state_sh, batch_sh, replicated(mesh)),
-                     out_shardings=(state_sh, replicated(mesh)), donate_argnums=(0,) if donate else ())
+    jitted = jit_step(make_train_step(model_def, tx, stage), mesh, state_sh, donate)  # what `ivlib train` runs
     start = time.perf_counter()
     with fast_tracing():
         lowered = jitted.lower(state, batch, key)

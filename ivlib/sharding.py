@@ -14,9 +14,10 @@ whole on every device, where gathering them would cost more time than it saves m
 shapes, so Adam's moments and the EMA weights, which have their parameters' shapes, are laid out
 exactly like the parameters.
 
-`jax.jit` follows the sharding of committed inputs: a sharded training step is the ordinary step of
-`ivlib.train` called on `shard_state(state, mesh)` and `shard_batch(batch, mesh)`. On a laptop the
-same code runs on one device, or on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8,
+A sharded training step is the ordinary pure step of `ivlib.train` compiled by `jit_step` for the mesh:
+state in its shards in and out (donated, so the old and the new state are never alive together), batch
+split over every device. `ivlib train` runs exactly that program, and `ivlib.memory` plans its memory.
+On a laptop the same code runs on one device, or on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8,
 set before jax is imported).
 """
 
@@ -145,6 +146,15 @@ def sharded_bytes(tree, model_size: int, min_size: int = MIN_SHARD_SIZE) -> int:
         nbytes = math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
         total += nbytes // model_size if "model" in param_spec(np.shape(x), model_size, min_size) else nbytes
     return total
+
+
+def jit_step(step, mesh, state_sharding, donate: bool = True):
+    """`step(state, batch, key) -> (state, metrics)` compiled for `mesh` (chapter 10): the state laid out by
+    `state_sharding` (a sharding or a matching tree of them, e.g. `state_shardings(state, mesh)`) in and out,
+    the batch split over every device (`batch_sharding`), the key and the metrics replicated, and the state
+    donated unless donate=False: XLA writes the new state over the old one's buffers."""
+    return jax.jit(step, in_shardings=(state_sharding, batch_sharding(mesh), replicated(mesh)),
+                   out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,) if donate else ())
 
 
 def create_sharded_state(unet_config, tx, key, mesh, min_size: int = MIN_SHARD_SIZE):

@@ -114,19 +114,19 @@ def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, text_dropout=0.1,
 
 
 def make_train_step(model_def: ModelDef, tx, stage: Stage, text_dropout=0.1, ema_decay=0.999, aug_max_t=0.6):
-    """One jit-compiled optimisation step (chapter 04): (state, batch, key) -> (state, metrics).
+    """One optimisation step as a pure function (chapter 04): (state, batch, key) -> (state, metrics).
+    Callers compile it: `jax.jit(step)` on one device, `ivlib.sharding.jit_step(step, mesh, shardings)` on a
+    mesh (state split by the partition rule and donated; what `ivlib train` and `ivlib.memory` both run).
 
     batch: {"video" (B,F,H,W,C), "text" (B,L,D), "text_mask" (B,L) bool, "is_image" (B,) bool,
     and for SR stages "cond": the clean previous-stage video}. The network learns `stage.unet.target`.
     The weights' EMA (`ivlib.loop.ema_update`) warms up as min(ema_decay, (1 + step) / (10 + step)) so
-    short runs already have useful EMA weights. The step follows the sharding of its inputs: replicate
-    the state and split the batch over a mesh's "data" axis for data parallelism (`ivlib.sharding`).
+    short runs already have useful EMA weights.
     """
 
     def loss_fn(params, batch, key):
         return diffusion_loss(model_def.bind(params), batch, key, stage, text_dropout, aug_max_t)
 
-    @jax.jit
     def train_step(state, batch, key):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}

@@ -20,7 +20,7 @@ import numpy as np
 from ivlib.loop import (TrainingDiverged, abstract_like, check_workdir, checkpoint_manager, fit, init_state,
                         restore_latest)
 from ivlib.nn.unet import TARGETS
-from ivlib.sharding import make_mesh, replicated, shard_batch
+from ivlib.sharding import create_sharded_state, jit_step, make_mesh, shard_batch, state_shardings
 from ivlib.stage import Stage, trained_target
 from ivlib.train import create_state, default_optimizer, make_train_step
 from ivlib.weights import save_params
@@ -55,6 +55,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     init_weights: str | None = None  # start from these weights (a weight file of the same stage), not at random
+    model_parallel: int = 1  # devices of the mesh's "model" axis: the state is split over them (FSDP, chapter 10)
     image_mask: bool = True  # image samples bypass the temporal layers (chapter 07); False treats them as videos
 
     def resolved(self) -> "TrainConfig":
@@ -78,6 +79,9 @@ class TrainConfig:
         if self.target is not None and self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS} (or None: the stage's own), got {self.target!r}")
         check_text_encoder_name(self.text_encoder)
+        if isinstance(self.model_parallel, bool) or not isinstance(self.model_parallel, int) or self.model_parallel < 1:
+            raise ValueError(f"model_parallel must be a positive integer (devices per model shard group), "
+                             f"got {self.model_parallel!r}")
         if self.init_weights is not None and not pathlib.Path(self.init_weights).is_file():
             raise ValueError(f"init_weights: no weight file at {self.init_weights}")
 
@@ -257,13 +261,13 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
     cfg = cfg.resolved()  # the config's own text encoder and length, recorded as such
     stage = stage_for(cfg, stage)
     source = BatchSource(stage, cfg, text_cache)
-    mesh = make_mesh()
-    if cfg.batch_size % mesh.shape["data"]:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.shape['data']} devices")
+    mesh = run_mesh(cfg)
     tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
-    model_def, state = create_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed))
+    # the state is created in its shards (FSDP over the mesh's "model" axis; replicated when it has one device)
+    model_def, state = create_sharded_state(stage.unet, tx, jax.random.PRNGKey(cfg.seed), mesh)
+    shardings = state_shardings(state, mesh)
     if cfg.init_weights is not None:  # fine-tuning; a checkpoint of this run, if any, replaces it in `fit`
-        state = init_state(initial_weights(cfg, stage, state["params"]), tx)
+        state = jax.device_put(init_state(initial_weights(cfg, stage, state["params"]), tx), shardings)
     workdir = check_workdir(cfg.workdir)
     check_resumable(workdir, cfg)
 
@@ -271,15 +275,30 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
         (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         source.precompute_text(workdir / TEXT_CACHE, step)
 
-    step_fn = make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t)
+    # the program `ivlib.memory.compile_sharded_step` plans: state in its shards, donated; batch over every device
+    step_fn = jit_step(make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t),
+                       mesh, shardings)
     state = fit(step_fn, state, lambda step: shard_batch(source(step), mesh), workdir=workdir, steps=cfg.steps,
                 key=jax.random.PRNGKey(cfg.seed + 1), checkpoint_every=cfg.checkpoint_every,
-                keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every, placement=replicated(mesh),
+                keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every, placement=shardings,
                 progress=progress, desc=f"train {cfg.config}/{cfg.stage}", on_start=start)
     source.save_text(workdir / TEXT_CACHE)  # with any caption first met during training
     save_params(workdir / "ema.safetensors", state["ema"],
                 metadata=_weights_metadata(cfg, stage, int(state["step"]), dataclasses.asdict(cfg)))
     return model_def, state
+
+
+def run_mesh(cfg: TrainConfig):
+    """The ("data", "model") mesh of a run over every local device (chapter 10): cfg.model_parallel devices per
+    model group. ValueError unless the devices split into such groups and the batch over every device."""
+    n = len(jax.devices())
+    if n % cfg.model_parallel:
+        raise ValueError(f"model_parallel {cfg.model_parallel} must divide the {n} devices")
+    mesh = make_mesh(model=cfg.model_parallel)
+    if cfg.batch_size % mesh.size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.size} devices "
+                         f"(data {mesh.shape['data']} x model {mesh.shape['model']}): each device takes its own examples")
+    return mesh
 
 
 def checkpoint_state(workdir, cfg: TrainConfig, stage: Stage, step=None):

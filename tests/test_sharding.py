@@ -83,7 +83,7 @@ def _sharded_vs_single():
 
     state = jax.jit(init)(jax.random.key(0))
     model_def = model_defs[0]
-    step_fn = make_train_step(model_def, tx, stage, text_dropout=0.25, ema_decay=0.9)
+    step_fn = jax.jit(make_train_step(model_def, tx, stage, text_dropout=0.25, ema_decay=0.9))
     k = jax.random.split(jax.random.key(1), 3)
     batch = {"video": np.asarray(jax.random.uniform(k[0], (8, 4, 8, 8, 3), minval=-1, maxval=1)),
              "text": np.asarray(jax.random.normal(k[1], (8, 5, 16))),
