@@ -7,6 +7,7 @@ planned on a laptop — and XLA's memory analysis per device is written as JSON:
 
     python benchmarks/scale.py --fast-compile           # what chapter 10 reads (benchmarks/results/scale.json)
     python benchmarks/scale.py --configs paper --stages base --jobs 8x1,1x1 --out /tmp/base.json
+    python benchmarks/scale.py --fast-compile --configs paper --remat block --append   # the same, rematerialised
 
 A job "MxB" is a model-axis size M (data = devices / M) and B examples per device. By default toy and
 colab stages run 1x1, 8x1 and 8x2 (temporaries at two batch sizes separate activations, which grow
@@ -21,6 +22,7 @@ and never rematerialises. Results are saved after every compile, so an interrupt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -41,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--text-length", type=int, default=0, help="tokens per prompt (default: the config's)")
     parser.add_argument("--fast-compile", action="store_true",
                         help="fewer LLVM optimisations (compiles faster; the memory plan is XLA's, not LLVM's)")
+    parser.add_argument("--remat", default="none", choices=("none", "block", "dots"),
+                        help="rematerialise each space-time block (UNetConfig.remat); results record it")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--append", action="store_true",
                         help="keep the results already in --out for stages this run does not compile")
@@ -94,7 +98,9 @@ def main(argv=None):
         for stage in configs.get_cascade(config):
             if wanted and stage.name not in wanted:
                 continue
-            report["results"] = [r for r in report["results"] if (r["config"], r["stage"]) != (config, stage.name)]
+            stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, remat=args.remat))
+            report["results"] = [r for r in report["results"] if (r["config"], r["stage"], r.get("remat", "none"))
+                                 != (config, stage.name, args.remat)]
             for model, batch_per_device in jobs:
                 mesh = make_mesh(args.devices // model, model)
                 start = time.perf_counter()
@@ -103,7 +109,7 @@ def main(argv=None):
                 except Exception as err:  # keep going: one stage that cannot compile is a result too
                     plan = {"stage": stage.name, "mesh": dict(mesh.shape), "batch_per_device": batch_per_device,
                             "error": f"{type(err).__name__}: {err}"}
-                plan.update(config=config, wall_s=time.perf_counter() - start, text_length=text_length)
+                plan.update(config=config, wall_s=time.perf_counter() - start, text_length=text_length, remat=args.remat)
                 report["results"].append(plan)
                 out.write_text(json.dumps(report, indent=1) + "\n")
                 mem = plan.get("compiled") or {}
