@@ -47,8 +47,10 @@ def trained_text(config_name: str, stage_name: str, path=None) -> tuple[str, int
             int(train_config.get("max_text_length") or LEGACY_TEXT_LENGTH))
 
 
-def load_weights(stage: Stage, path):
-    """(stage, model_def, params) of `stage` with the weights at `path` (chapter 04).
+def load_weights(stage: Stage, path, mesh=None):
+    """(stage, model_def, params) of `stage` with the weights at `path` (chapter 04); on `mesh` (chapter 10),
+    each parameter split by the partition rule (`ivlib.sharding.state_shardings`) as it is read: every device
+    reads only its own slices from the file, so no memory ever holds a whole paper-scale stage.
 
     The returned stage predicts what the file was trained to predict (`trained_target`) and, for a student of
     guided distillation (chapter 09), is told the guidance weight (`guidance_embedding`). Raises
@@ -66,17 +68,21 @@ def load_weights(stage: Stage, path):
         stage = stage.with_target(target)
     if metadata.get("guidance_embedding") and not stage.unet.guidance_embedding:  # a guided-distilled student
         stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, guidance_embedding=True))
-    return stage, *_read_onto_shapes(stage, path)
+    return stage, *_read_onto_shapes(stage, path, mesh)
 
 
-def _read_onto_shapes(stage: Stage, path):
+def _read_onto_shapes(stage: Stage, path, mesh=None):
     """(model_def, params): the stage's network structure from shapes alone (`nnx.eval_shape`: nothing is
     allocated, which matters at 5.6B parameters), with the parameters read from `path`. A network with
     non-parameter state (dropout streams) is built for real, since that state cannot come from a file."""
     model_def, shapes = ModelDef.split(nnx.eval_shape(lambda: VideoUNet(stage.unet, rngs=nnx.Rngs(0))))
     if jax.tree.leaves(model_def.rest):
         model_def, shapes = ModelDef.split(VideoUNet(stage.unet, rngs=nnx.Rngs(0)))
-    return model_def, load_params(path, shapes)
+    if mesh is None:
+        return model_def, load_params(path, shapes)
+    from ivlib.sharding import state_shardings
+
+    return model_def, load_params(path, shapes, state_shardings(shapes, mesh))
 
 
 def distilled_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
@@ -85,9 +91,10 @@ def distilled_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
     return shipped_weights_path(config_name, f"{stage_name}_distilled")
 
 
-def load_stage(config_name: str, stage_name: str, path=None, distilled=False):
+def load_stage(config_name: str, stage_name: str, path=None, distilled=False, mesh=None):
     """(stage, model_def, params) with the shipped EMA weights of a stage, or those at `path` (chapters 04–05);
-    distilled: the shipped distilled student instead (`distilled_weights_path`, chapter 09).
+    distilled: the shipped distilled student instead (`distilled_weights_path`, chapter 09); mesh: the
+    parameters read straight into their shards on it (`load_weights`, chapter 10).
 
     FileNotFoundError, naming the `ivlib train` (or `ivlib distill`) command that makes them, if the weights are missing.
     """
@@ -100,7 +107,7 @@ def load_stage(config_name: str, stage_name: str, path=None, distilled=False):
                                     "8 steps (see chapter 09), and copy the last ema.safetensors there")
     path = path or shipped_weights_path(config_name, stage_name)
     try:
-        return load_weights(stage, path)
+        return load_weights(stage, path, mesh)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err}. Train it with: ivlib train --config {config_name} --stage {stage_name} "
                                 f"--workdir runs/{config_name}-{stage_name} (see chapter 04), then copy "

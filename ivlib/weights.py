@@ -60,30 +60,47 @@ def update_metadata(path, **entries):
     return meta
 
 
-def load_params(path, like):
+def load_params(path, like, shardings=None):
     """Read a weight file into the structure of the pytree `like` (e.g. a model's abstract params).
 
+    shardings: None (each array whole, on the default device), or a matching tree of shardings (e.g.
+    `ivlib.sharding.state_shardings(like, mesh)`, chapter 10): every device then reads only its own slice of
+    each array from the file, so a 5.6B stage is never whole in any memory.
     Raises FileNotFoundError if the file is missing and ValueError naming the first missing or
     mis-shaped parameter if the file does not fit the model.
     """
-    from safetensors.numpy import load_file
+    from safetensors import safe_open
 
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at {path}")
+    flat, treedef = _flat(like)
+    placed = [None] * len(flat) if shardings is None else jax.tree.leaves(
+        shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    if len(placed) != len(flat):
+        raise ValueError(f"shardings has {len(placed)} leaves, the parameters {len(flat)}")
     try:
-        stored = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as f:
+            names = set(f.keys())
+            leaves = []
+            for (name, ref), sharding in zip(flat.items(), placed):
+                if name not in names:
+                    raise ValueError(f"weight file {path} has no parameter {name}: it was saved from another "
+                                     "architecture")
+                stored = f.get_slice(name)
+                if tuple(stored.get_shape()) != tuple(ref.shape):
+                    raise ValueError(f"weight file {path}: parameter {name} has shape {tuple(stored.get_shape())}, "
+                                     f"the model expects {tuple(ref.shape)}")
+                if sharding is None:
+                    leaves.append(jnp.asarray(stored[:] if ref.shape else f.get_tensor(name), ref.dtype))
+                else:
+                    read = lambda index, stored=stored, name=name: np.asarray(
+                        stored[index] if ref.shape else f.get_tensor(name), ref.dtype)
+                    leaves.append(jax.make_array_from_callback(tuple(ref.shape), sharding, read))
+    except ValueError:
+        raise
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"weight file {path} is not a readable safetensors file: {err}") from err
-    flat, treedef = _flat(like)
-    leaves = []
-    for name, ref in flat.items():
-        if name not in stored:
-            raise ValueError(f"weight file {path} has no parameter {name}: it was saved from another architecture")
-        if tuple(stored[name].shape) != tuple(ref.shape):
-            raise ValueError(f"weight file {path}: parameter {name} has shape {stored[name].shape}, "
-                             f"the model expects {tuple(ref.shape)}")
-        leaves.append(jnp.asarray(stored[name], ref.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

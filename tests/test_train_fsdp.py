@@ -55,6 +55,12 @@ def _runs(tmp):
     _, resumed = train(cfg("resumed", 3), progress=False, stage=stage)
     params = jax.tree.leaves(whole["params"])
     host = lambda tree: [np.asarray(x, np.float32) for x in jax.tree.leaves(tree)]
+    # the weight file read back straight into its shards on the run's mesh (`load_weights(..., mesh)`)
+    from ivlib.pretrained import load_weights
+    from ivlib.trainer import run_mesh
+
+    _, _, loaded = load_weights(stage, tmp / "whole" / "ema.safetensors", run_mesh(cfg("whole", 3)))
+    ema = [np.asarray(x, np.float16).astype(np.float32) for x in jax.tree.leaves(whole["ema"])]
     return {
         "step": int(whole["step"]),
         "param_bytes": sum(x.nbytes for x in params),
@@ -63,6 +69,9 @@ def _runs(tmp):
         "state_bytes_per_device": bytes_per_device(whole),
         "state_bytes_planned": sharded_bytes(whole, 8),  # the memory plan's arithmetic (`ivlib.memory.state_bytes`)
         "devices_per_leaf": min(len(x.sharding.device_set) for x in params),
+        "loaded_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(host(loaded), ema)),
+        "loaded_bytes_per_device": bytes_per_device(loaded),
+        "loaded_specs_match": all(a.sharding == b.sharding for a, b in zip(jax.tree.leaves(loaded), params)),
         "resume_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(host(whole), host(resumed))),
         "recorded": json.loads((tmp / "whole" / "config.json").read_text()),
     }
@@ -90,6 +99,11 @@ def test_colab_trains_with_its_state_split_over_the_mesh(fsdp_run):
         ratio = fsdp_run[f"{part}_bytes_per_device"] / fsdp_run[f"{part}_bytes"]
         assert 1 / 8 <= ratio < 0.2, (part, ratio)
     assert fsdp_run["state_bytes_per_device"] == fsdp_run["state_bytes_planned"]  # what the memory plan counts
+
+
+def test_weights_load_straight_into_their_shards(fsdp_run):
+    assert fsdp_run["loaded_diff"] == 0.0  # the float16 file, exactly
+    assert fsdp_run["loaded_specs_match"] and fsdp_run["loaded_bytes_per_device"] == fsdp_run["param_bytes_per_device"]
 
 
 def test_a_sharded_run_resumes_exactly(fsdp_run):
