@@ -45,6 +45,9 @@ def parse_args(argv=None):
                         help="fewer LLVM optimisations (compiles faster; the memory plan is XLA's, not LLVM's)")
     parser.add_argument("--remat", default="none", choices=("none", "block", "dots"),
                         help="rematerialise each space-time block (UNetConfig.remat); results record it")
+    parser.add_argument("--split-activations", action="store_true",
+                        help="examples shared by a model group, activations split over it (ivlib.nn.layout); "
+                             "B of a job is then examples per model group")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--append", action="store_true",
                         help="keep the results already in --out for stages this run does not compile")
@@ -99,13 +102,15 @@ def main(argv=None):
             if wanted and stage.name not in wanted:
                 continue
             stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, remat=args.remat))
-            report["results"] = [r for r in report["results"] if (r["config"], r["stage"], r.get("remat", "none"))
-                                 != (config, stage.name, args.remat)]
+            key = lambda r: (r["config"], r["stage"], r.get("remat", "none"), r.get("split_activations", False))
+            report["results"] = [r for r in report["results"]
+                                 if key(r) != (config, stage.name, args.remat, args.split_activations)]
             for model, batch_per_device in jobs:
                 mesh = make_mesh(args.devices // model, model)
                 start = time.perf_counter()
                 try:
-                    plan = plan_memory(stage, mesh, batch_per_device, text_length=text_length)
+                    plan = plan_memory(stage, mesh, batch_per_device, text_length=text_length,
+                                       split_activations=args.split_activations)
                 except Exception as err:  # keep going: one stage that cannot compile is a result too
                     plan = {"stage": stage.name, "mesh": dict(mesh.shape), "batch_per_device": batch_per_device,
                             "error": f"{type(err).__name__}: {err}"}

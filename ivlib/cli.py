@@ -254,7 +254,7 @@ def _train(args):
                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
                       init_weights=args.init_weights, image_mask=not args.no_image_mask,
-                      model_parallel=args.model_parallel)
+                      model_parallel=args.model_parallel, split_activations=args.split_activations)
     cfg.validate()
     stage_for(cfg)  # an unknown config or stage
     check_resumable(workdir, cfg)  # a work directory of another run
@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model-parallel", type=int, default=1,
                     help="devices per model group: parameters, Adam's moments and EMA weights are split over them "
                          "(FSDP), the batch over every device (chapter 10; default 1: data parallelism)")
+    tr.add_argument("--split-activations", action="store_true",
+                    help="with --model-parallel: each model group shares its examples and splits their activations, "
+                         "frames for spatial layers, rows for temporal ones (long, high-resolution stages; chapter 10)")
     tr.add_argument("--max-text-length", type=int, default=None,
                     help="tokens per caption (default: the config's TEXT_LENGTH; 32 for the toy)")
     tr.add_argument("--dataset", default="digits")

@@ -91,25 +91,29 @@ class CompiledStep:
 
 
 def compile_sharded_step(stage: Stage, mesh, batch_per_device: int = 1, tx=None, text_length: int = 128,
-                         donate: bool = True, min_size: int = MIN_SHARD_SIZE) -> CompiledStep:
+                         donate: bool = True, min_size: int = MIN_SHARD_SIZE,
+                         split_activations: bool = False) -> CompiledStep:
     """Lower and compile `ivlib.train.make_train_step` for `mesh` from shapes alone (chapter 10).
 
     State sharded by `ivlib.sharding.param_spec` (threshold `min_size`), batch of batch_per_device x
     mesh size examples split over every device, state donated (updated in place) unless donate=False.
-    tx defaults to `ivlib.train.default_optimizer()` (Adam).
+    split_activations: batch_per_device x data examples, each shared by the devices of a model group, which
+    split its activations (`ivlib.nn.layout`). tx defaults to `ivlib.train.default_optimizer()` (Adam).
     """
     if batch_per_device < 1:
         raise ValueError(f"batch_per_device must be >= 1; got {batch_per_device}")
     tx = default_optimizer() if tx is None else tx
     model_def, state = abstract_train_state(stage, tx)
-    batch = abstract_batch(stage, batch_per_device * mesh.size, text_length)
+    batch = abstract_batch(stage, batch_per_device * (mesh.shape["data"] if split_activations else mesh.size),
+                           text_length)
     state_sh = state_shardings(state, mesh, min_size)
-    batch_sh = {name: batch_sharding(mesh) for name in batch}
+    batch_sh = {name: batch_sharding(mesh, split_activations) for name in batch}
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sh)
     batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sh[name]) for name, x in batch.items()}
     key = jax.eval_shape(lambda: jax.random.key(0))
 
-    jitted = jit_step(make_train_step(model_def, tx, stage), mesh, state_sh, donate)  # what `ivlib train` runs
+    jitted = jit_step(make_train_step(model_def, tx, stage), mesh, state_sh, donate,  # what `ivlib train` runs
+                      split_activations)
     start = time.perf_counter()
     with fast_tracing():
         lowered = jitted.lower(state, batch, key)
@@ -133,7 +137,8 @@ def memory_stats(compiled) -> dict | None:
 
 
 def plan_memory(stage: Stage, mesh, batch_per_device: int = 1, tx=None, text_length: int = 128,
-                compile: bool = True, donate: bool = True, min_size: int = MIN_SHARD_SIZE) -> dict:
+                compile: bool = True, donate: bool = True, min_size: int = MIN_SHARD_SIZE,
+                split_activations: bool = False) -> dict:
     """Per-device memory of training `stage` on `mesh`, from abstract shapes (chapter 10).
 
     Returns a dict of plain numbers (bytes; seconds): `params` (count), `state` (arithmetic, per part,
@@ -144,17 +149,19 @@ def plan_memory(stage: Stage, mesh, batch_per_device: int = 1, tx=None, text_len
         raise ValueError(f"batch_per_device must be >= 1; got {batch_per_device}")
     tx = default_optimizer() if tx is None else tx
     _, state = abstract_train_state(stage, tx)
-    batch = abstract_batch(stage, batch_per_device * mesh.size, text_length)
+    batch = abstract_batch(stage, batch_per_device * (mesh.shape["data"] if split_activations else mesh.size),
+                           text_length)
     result = {
         "stage": stage.name,
         "mesh": dict(mesh.shape),
         "batch_per_device": batch_per_device,
         "params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"])),
         "state": state_bytes(state, mesh.shape["model"], min_size),
-        "batch_bytes": bytes_per_device(batch, {name: batch_sharding(mesh) for name in batch}),
+        "batch_bytes": bytes_per_device(batch, {name: batch_sharding(mesh, split_activations) for name in batch}),
+        "split_activations": split_activations,
     }
     if compile:
-        step = compile_sharded_step(stage, mesh, batch_per_device, tx, text_length, donate, min_size)
+        step = compile_sharded_step(stage, mesh, batch_per_device, tx, text_length, donate, min_size, split_activations)
         result.update(lower_s=step.lower_s, compile_s=step.compile_s, compiled=memory_stats(step.compiled))
     return result
 

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ivlib.compat import fast_tracing
+from ivlib.nn import layout
 from ivlib.train import state_initializer
 
 AXES = ("data", "model")
@@ -50,9 +51,11 @@ def make_mesh(data=None, model=1, devices=None):
     return Mesh(np.asarray(devices[: data * model]).reshape(data, model), AXES)
 
 
-def batch_sharding(mesh):
-    """Split the leading (batch) axis over all devices of the mesh, "data" then "model" (chapter 10)."""
-    return NamedSharding(mesh, P(AXES))
+def batch_sharding(mesh, split_activations: bool = False):
+    """Split the leading (batch) axis over all devices of the mesh, "data" then "model" (chapter 10); with
+    split_activations, over "data" only: the devices of a model group share their examples, whose
+    activations they split (`ivlib.nn.layout`)."""
+    return NamedSharding(mesh, P("data") if split_activations else P(AXES))
 
 
 def replicated(mesh):
@@ -60,17 +63,18 @@ def replicated(mesh):
     return NamedSharding(mesh, P())
 
 
-def shard_batch(batch, mesh):
-    """Place a dict of host arrays `(B, ...)` on the mesh, batch axis split over every device (chapter 10).
+def shard_batch(batch, mesh, split_activations: bool = False):
+    """Place a dict of host arrays `(B, ...)` on the mesh, batch axis split over every device (chapter 10), or
+    over the "data" axis only (`batch_sharding`).
 
-    B must be divisible by the mesh's size (data x model).
+    B must be divisible by the mesh's size (data x model), or by data.
     """
-    size = mesh.shape["data"] * mesh.shape["model"]
+    size, what = (mesh.shape["data"], "data groups") if split_activations else (mesh.size, "devices")
     for name, value in batch.items():
         if np.ndim(value) == 0 or np.shape(value)[0] % size:
             raise ValueError(f"batch[{name!r}] has shape {np.shape(value)}: its leading (batch) axis must be "
-                             f"divisible by the {size} devices of the mesh (data x model)")
-    return jax.device_put(batch, batch_sharding(mesh))
+                             f"divisible by the {size} {what} of the mesh")
+    return jax.device_put(batch, batch_sharding(mesh, split_activations))
 
 
 def shard_process_batch(local_batch, mesh):
@@ -148,12 +152,19 @@ def sharded_bytes(tree, model_size: int, min_size: int = MIN_SHARD_SIZE) -> int:
     return total
 
 
-def jit_step(step, mesh, state_sharding, donate: bool = True):
+def jit_step(step, mesh, state_sharding, donate: bool = True, split_activations: bool = False):
     """`step(state, batch, key) -> (state, metrics)` compiled for `mesh` (chapter 10): the state laid out by
     `state_sharding` (a sharding or a matching tree of them, e.g. `state_shardings(state, mesh)`) in and out,
     the batch split over every device (`batch_sharding`), the key and the metrics replicated, and the state
-    donated unless donate=False: XLA writes the new state over the old one's buffers."""
-    return jax.jit(step, in_shardings=(state_sharding, batch_sharding(mesh), replicated(mesh)),
+    donated unless donate=False: XLA writes the new state over the old one's buffers. split_activations: the
+    batch over "data" only, and the U-Net's activations split over "model" (`ivlib.nn.layout`)."""
+    traced = step
+    if split_activations:
+        def traced(state, batch, key):
+            with layout.split_activations(mesh):
+                return step(state, batch, key)
+
+    return jax.jit(traced, in_shardings=(state_sharding, batch_sharding(mesh, split_activations), replicated(mesh)),
                    out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,) if donate else ())
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     init_weights: str | None = None  # start from these weights (a weight file of the same stage), not at random
     model_parallel: int = 1  # devices of the mesh's "model" axis: the state is split over them (FSDP, chapter 10)
+    split_activations: bool = False  # a model group shares its examples and splits their activations (`nn.layout`)
     image_mask: bool = True  # image samples bypass the temporal layers (chapter 07); False treats them as videos
 
     def resolved(self) -> "TrainConfig":
@@ -79,6 +80,8 @@ class TrainConfig:
         if self.target is not None and self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS} (or None: the stage's own), got {self.target!r}")
         check_text_encoder_name(self.text_encoder)
+        if not isinstance(self.split_activations, bool):
+            raise ValueError(f"split_activations must be True or False, got {self.split_activations!r}")
         if isinstance(self.model_parallel, bool) or not isinstance(self.model_parallel, int) or self.model_parallel < 1:
             raise ValueError(f"model_parallel must be a positive integer (devices per model shard group), "
                              f"got {self.model_parallel!r}")
@@ -277,8 +280,9 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
 
     # the program `ivlib.memory.compile_sharded_step` plans: state in its shards, donated; batch over every device
     step_fn = jit_step(make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t),
-                       mesh, shardings)
-    state = fit(step_fn, state, lambda step: shard_batch(source(step), mesh), workdir=workdir, steps=cfg.steps,
+                       mesh, shardings, split_activations=cfg.split_activations)
+    batches = lambda step: shard_batch(source(step), mesh, cfg.split_activations)
+    state = fit(step_fn, state, batches, workdir=workdir, steps=cfg.steps,
                 key=jax.random.PRNGKey(cfg.seed + 1), checkpoint_every=cfg.checkpoint_every,
                 keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every, placement=shardings,
                 progress=progress, desc=f"train {cfg.config}/{cfg.stage}", on_start=start)
@@ -295,7 +299,10 @@ def run_mesh(cfg: TrainConfig):
     if n % cfg.model_parallel:
         raise ValueError(f"model_parallel {cfg.model_parallel} must divide the {n} devices")
     mesh = make_mesh(model=cfg.model_parallel)
-    if cfg.batch_size % mesh.size:
+    if cfg.split_activations and cfg.batch_size % mesh.shape["data"]:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.shape['data']} model groups "
+                         "(data axis): each group takes its own examples and splits their activations")
+    if not cfg.split_activations and cfg.batch_size % mesh.size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.size} devices "
                          f"(data {mesh.shape['data']} x model {mesh.shape['model']}): each device takes its own examples")
     return mesh

@@ -114,6 +114,32 @@ def _sharded_vs_single():
             "state_bytes_placed": bytes_per_device(new_state),
             "param_bytes": bytes_per_device(state["params"]),
         }
+    # rematerialised blocks with their activations split over the model axis (`ivlib.nn.layout`): the same step
+    import dataclasses
+
+    from flax import nnx
+
+    from ivlib.nn.model_def import ModelDef
+    from ivlib.nn.unet import VideoUNet
+    from ivlib.sharding import jit_step
+
+    remat = dataclasses.replace(stage, unet=dataclasses.replace(unet, remat="block"))
+    remat_def, shapes = ModelDef.split(nnx.eval_shape(lambda: VideoUNet(remat.unet, rngs=nnx.Rngs(0))))
+    assert jax.tree.structure(shapes) == jax.tree.structure(state["params"])
+    results["split"] = {}
+    for data, model in MESHES:
+        mesh = make_mesh(data, model)
+        sharded = shard_state(state, mesh, min_size=256)
+        step = jit_step(make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9), mesh,
+                        jax.tree.map(lambda x: x.sharding, sharded), donate=False, split_activations=True)
+        text = step.lower(sharded, shard_batch(batch, mesh, split_activations=True), key).as_text()
+        new_state, metrics = step(sharded, shard_batch(batch, mesh, split_activations=True), key)
+        results["split"][f"{data}x{model}"] = {
+            "loss": float(metrics["loss"]),
+            "param_diff": max_diff(host(new_state["params"]), ref_params),
+            "ema_diff": max_diff(host(new_state["ema"]), ref_ema),
+            "constraints": text.count("sharding_constraint"),
+        }
     # the state created directly in its shards, and the batch assembled from per-process slices
     mesh = make_mesh(2, 4)
     _, born_sharded = create_sharded_state(unet, tx, jax.random.key(0), mesh, min_size=256)
@@ -157,6 +183,16 @@ def test_parameters_are_really_split_over_the_model_axis(sharded_results):
         assert r["devices_per_leaf"] == 8  # the updated parameters still live on the whole mesh
     for name, r in meshes.items():  # the arithmetic of the memory plan = the bytes really placed
         assert r["state_bytes_arithmetic"] == r["state_bytes_placed"], name
+
+
+def test_split_activations_with_remat_equal_the_single_device_step(sharded_results):
+    for name, r in sharded_results["split"].items():
+        np.testing.assert_allclose(r["loss"], sharded_results["loss"], rtol=1e-5, err_msg=name)
+        assert r["param_diff"] < 1e-5, (name, r["param_diff"])
+        assert r["ema_diff"] < 1e-5, (name, r["ema_diff"])
+    assert sharded_results["split"]["8x1"]["constraints"] == 0  # no model axis: nothing to split
+    for name in ("4x2", "2x4"):  # frames and rows of every block laid out over the model axis
+        assert sharded_results["split"][name]["constraints"] >= 2, sharded_results["split"][name]
 
 
 def test_state_created_in_its_shards_and_process_local_batches(sharded_results):

@@ -17,6 +17,7 @@ from flax import nnx
 from ivlib.compat import ModuleList
 from ivlib.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
 from ivlib.nn.layers import Downsample, GuidanceEmbedding, LogSNREmbedding, ResBlock, TemporalConv, Upsample, group_norm, zeros_init
+from ivlib.nn.layout import FRAMES, ROWS, constrain
 
 TEMPORAL = ("attention", "conv", "none")
 TARGETS = ("v", "eps", "x")
@@ -128,6 +129,7 @@ class SpaceTimeBlock(nnx.Module):
 
     def __call__(self, x, emb, text, text_mask, video):
         b, f, h, w, _ = x.shape
+        x = constrain(x, FRAMES)  # frames over devices for the per-frame layers (`ivlib.nn.layout`; chapter 10)
         x = self.res(x.reshape(b * f, h, w, -1), emb)
         x = x.reshape(b, f, h, w, -1)
         if self.spatial_attn is not None:
@@ -135,7 +137,7 @@ class SpaceTimeBlock(nnx.Module):
         if self.cross_attn is not None:
             x = self.cross_attn(x, text, text_mask)
         if self.temporal is not None:
-            x = self.temporal(x, video)
+            x = self.temporal(constrain(x, ROWS), video)  # rows over devices for the per-pixel layer
         return x
 
 
