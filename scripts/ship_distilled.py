@@ -17,16 +17,16 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# stage -> [(steps, run directory)], the halvings in order; each run's teacher is the run before it
-RUNS = {
-    "base": [(None, "runs/distill-guided"), (16, "runs/distill-p16"), (8, "runs/distill-p8"), (4, "runs/distill-p4"),
-             (2, "runs/distill-p2")],
-    "tsr": [(None, "runs/distill-tsr-guided"), (8, "runs/distill-tsr-p8"), (4, "runs/distill-tsr-p4"),
-            (2, "runs/distill-tsr-p2")],
-    "ssr": [(None, "runs/distill-ssr-guided"), (8, "runs/distill-ssr-p8"), (4, "runs/distill-ssr-p4"),
-            (2, "runs/distill-ssr-p2")],
+# (stage, steps) -> the run whose student ships; the runs before it are read from its lineage (each
+# student's metadata holds its teacher's). The base's 32 -> 16 -> 8 and the SR stages' 16 -> 8 halvings were
+# run a second time, longer (runs/distill2-*: copies of the first runs, resumed to more steps, and the base's
+# 16 -> 8 afresh from the longer 16-step student); the 4- and 2-step students were halved from the first,
+# shorter 8-step students.
+SHIP = {
+    ("base", 8): "runs/distill2-p8", ("base", 4): "runs/distill-p4", ("base", 2): "runs/distill-p2",
+    ("tsr", 8): "runs/distill2-tsr-p8", ("tsr", 4): "runs/distill-tsr-p4", ("tsr", 2): "runs/distill-tsr-p2",
+    ("ssr", 8): "runs/distill2-ssr-p8", ("ssr", 4): "runs/distill-ssr-p4", ("ssr", 2): "runs/distill-ssr-p2",
 }
-SHIP = (8, 4, 2)
 
 
 def wall_minutes(run: pathlib.Path) -> float:
@@ -41,30 +41,37 @@ def wall_minutes(run: pathlib.Path) -> float:
     return seconds / 60
 
 
+def phases(meta: dict) -> list:
+    """[(phase, run directory)] of every distillation from the teacher's training to the student of `meta`,
+    in order: "guided", then "32 -> 16 steps" and so on."""
+    chain = []
+    while meta and "distill_config" in meta:
+        config = meta["distill_config"]
+        phase = "guided" if config["phase"] == "guided" else f"{2 * config['student_steps']} -> {config['student_steps']} steps"
+        chain.append((phase, ROOT / config["workdir"]))
+        meta = meta.get("teacher") or {}
+    return chain[::-1]
+
+
 def main():
     from ivlib.distiller import lineage
     from ivlib.pretrained import distilled_weights_path
     from ivlib.weights import read_metadata, update_metadata
 
-    for stage, runs in RUNS.items():
-        minutes = {}
-        for steps, run in runs:
-            run = ROOT / run
-            if not (run / "ema.safetensors").is_file():
-                print(f"{run.relative_to(ROOT)}: not run; skipped")
-                continue
-            phase = "guided" if steps is None else f"{2 * steps} -> {steps} steps"
-            minutes[phase] = round(wall_minutes(run), 1)
-            if steps not in SHIP:
-                continue
-            out = distilled_weights_path("toy", stage)
-            if steps != 8:
-                out = out.with_name(f"toy_{stage}_distilled{steps}.safetensors")
-            shutil.copyfile(run / "ema.safetensors", out)
-            meta = read_metadata(out)
-            assert meta["stage"] == stage and meta["sampling_steps"] == steps, (out, meta["sampling_steps"])
-            update_metadata(out, commands=lineage(meta), minutes=dict(minutes))
-            print(f"{out.relative_to(ROOT)}: {steps} steps, {sum(minutes.values()):.0f} wall minutes of distillation")
+    for (stage, steps), run in SHIP.items():
+        run = ROOT / run
+        if not (run / "ema.safetensors").is_file():
+            print(f"{run.relative_to(ROOT)}: not run; skipped")
+            continue
+        out = distilled_weights_path("toy", stage)
+        if steps != 8:
+            out = out.with_name(f"toy_{stage}_distilled{steps}.safetensors")
+        shutil.copyfile(run / "ema.safetensors", out)
+        meta = read_metadata(out)
+        assert meta["stage"] == stage and meta["sampling_steps"] == steps, (out, meta["sampling_steps"])
+        minutes = {phase: round(wall_minutes(directory), 1) for phase, directory in phases(meta)}
+        update_metadata(out, commands=lineage(meta), minutes=minutes)
+        print(f"{out.relative_to(ROOT)}: {steps} steps, {sum(minutes.values()):.0f} wall minutes of distillation {minutes}")
 
 
 if __name__ == "__main__":
