@@ -130,14 +130,15 @@ def _sharded_vs_single():
     for data, model in MESHES:
         mesh = make_mesh(data, model)
         sharded = shard_state(state, mesh, min_size=256)
-        step = jit_step(make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9), mesh,
-                        jax.tree.map(lambda x: x.sharding, sharded), donate=False, split_activations=True)
-        text = step.lower(sharded, shard_batch(batch, mesh, split_activations=True), key).as_text()
-        plain = jit_step(make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9), mesh,
-                         jax.tree.map(lambda x: x.sharding, sharded), donate=False)
+        train_step = make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9)
+        shardings = jax.tree.map(lambda x: x.sharding, sharded)
+        step = jit_step(train_step, mesh, shardings, donate=False, split_activations=True)
+        split_batch = shard_batch(batch, mesh, split_activations=True)
+        text = step.lower(sharded, split_batch, key).as_text()
         # constraints jax itself emits (some versions place one on the batch) are not the blocks'
+        plain = jit_step(train_step, mesh, shardings, donate=False)
         plain_text = plain.lower(sharded, shard_batch(batch, mesh), key).as_text()
-        new_state, metrics = step(sharded, shard_batch(batch, mesh, split_activations=True), key)
+        new_state, metrics = step(sharded, split_batch, key)
         results["split"][f"{data}x{model}"] = {
             "loss": float(metrics["loss"]),
             "param_diff": max_diff(host(new_state["params"]), ref_params),
