@@ -160,8 +160,11 @@ def initial_weights(cfg: TrainConfig, stage: Stage, like):
     """The parameters in cfg.init_weights, as the pytree `like` (chapter 07: fine-tuning a trained stage).
 
     ValueError unless the file fits the stage's network, predicts the run's target and was trained on the
-    run's text encoder: the weights must mean what this run will train them to mean."""
-    from ivlib.weights import load_params, read_metadata
+    run's text encoder: the weights must mean what this run will train them to mean. The file may lack
+    parameters that start at zero in `like` (e.g. temporal attention's relative keys, chapter 04): with them
+    at zero the network computes what the file's network computed, so the run grows the trained stage by
+    a layer; they are printed."""
+    from ivlib.weights import load_params, missing_params, read_metadata
 
     path = pathlib.Path(cfg.init_weights)
     try:
@@ -176,7 +179,18 @@ def initial_weights(cfg: TrainConfig, stage: Stage, like):
     if target != stage.unet.target:
         raise ValueError(f"init_weights {path} predict {target!r}, this run trains {stage.unet.target!r}: "
                          f"pass --target {target}")
-    return load_params(path, like)
+    try:
+        added = missing_params(path, like)
+    except Exception:  # not a readable weight file: load_params says so
+        added = []
+    flat = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(like)[0]}
+    nonzero = [name for name in added if bool(jax.numpy.any(flat[name] != 0))]
+    if nonzero:
+        raise ValueError(f"init_weights {path} has no parameter {nonzero[0]}, which does not start at zero: "
+                         "it was saved from another architecture")
+    if added:
+        print(f"init_weights {path}: {len(added)} parameters not in the file start at zero: {', '.join(added)}")
+    return load_params(path, like, keep=added)
 
 
 def _weights_metadata(cfg: TrainConfig, stage: Stage, steps: int, train_config: dict) -> dict:

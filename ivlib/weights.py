@@ -60,12 +60,23 @@ def update_metadata(path, **entries):
     return meta
 
 
-def load_params(path, like, shardings=None):
+def missing_params(path, like) -> list[str]:
+    """The names of `like`'s parameters that the weight file at `path` does not hold."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        names = set(f.keys())
+    return [name for name in _flat(like)[0] if name not in names]
+
+
+def load_params(path, like, shardings=None, keep=()):
     """Read a weight file into the structure of the pytree `like` (e.g. a model's abstract params).
 
     shardings: None (each array whole, on the default device), or a matching tree of shardings (e.g.
     `ivlib.sharding.state_shardings(like, mesh)`, chapter 10): every device then reads only its own slice of
     each array from the file, so a 5.6B stage is never whole in any memory.
+    keep: names of parameters the file may lack; they keep `like`'s values (a layer added to a trained
+    stage, `ivlib.trainer.initial_weights`).
     Raises FileNotFoundError if the file is missing and ValueError naming the first missing or
     mis-shaped parameter if the file does not fit the model.
     """
@@ -84,6 +95,9 @@ def load_params(path, like, shardings=None):
             names = set(f.keys())
             leaves = []
             for (name, ref), sharding in zip(flat.items(), placed):
+                if name not in names and name in keep:
+                    leaves.append(ref if sharding is None else jax.device_put(ref, sharding))
+                    continue
                 if name not in names:
                     raise ValueError(f"weight file {path} has no parameter {name}: it was saved from another "
                                      "architecture")

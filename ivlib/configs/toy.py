@@ -25,7 +25,7 @@ DTYPE = "float32"  # CPUs have no fast bfloat16
 # it with cross-attention at 8x8 only, Imagen's placement beside self-attention). About 0.76M parameters.
 BASE = Stage("base", "base", UNetConfig(
     frames=8, height=16, width=16, text_dim=TEXT_DIM, head_dim=HEAD_DIM, dtype=DTYPE, target="v",
-    frame_embedding=True,
+    frame_embedding=True, relative_keys=True,
     levels=(
         Level(32, 1, spatial_attention=False, temporal="attention", cross_attention=True),  # 16x16
         Level(64, 1, spatial_attention=True, temporal="attention"),                         # 8x8

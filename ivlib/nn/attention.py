@@ -1,5 +1,6 @@
 """Attention layers of the Video U-Net (chapter 03): spatial self-attention, text cross-attention,
-temporal self-attention with a relative position bias over frames.
+temporal self-attention with a relative position bias over frames (and, optionally, relative key
+embeddings, Shaw et al. 2018, so that what a query contains decides which frame offsets it looks at).
 
 One multi-head attention core (`Attention`) serves all three; the three layers differ only in which
 axis of the `(B, F, H, W, C)` video becomes the sequence, and in their bias and mask.
@@ -16,14 +17,19 @@ from flax import nnx
 from ivlib.nn.layers import group_norm, zeros_init
 
 
-def attend(q, k, v, bias=None, mask=None):
+def attend(q, k, v, bias=None, mask=None, rel_keys=None):
     """Scaled dot-product attention with a float32 softmax (chapter 03).
 
     q: `(..., S, heads, d)`; k, v: `(..., L, heads, d)`; bias: broadcastable to `(..., heads, S, L)`;
     mask: bool, broadcastable to `(..., heads, S, L)`, True where a key may be attended. Every query
-    must have at least one attendable key. Returns `(..., S, heads, d)` in v's dtype.
+    must have at least one attendable key. rel_keys: `(S, L, heads, d)`, a vector added to key j for
+    query i (Shaw et al. 2018): logit[i, j] = q_i . (k_j + rel_keys[i, j]) / sqrt(d).
+    Returns `(..., S, heads, d)` in v's dtype.
     """
     logits = jnp.einsum("...snd,...lnd->...nsl", q, k, preferred_element_type=jnp.float32)
+    if rel_keys is not None:
+        logits = logits + jnp.einsum("...snd,slnd->...nsl", q, rel_keys.astype(q.dtype),
+                                     preferred_element_type=jnp.float32)
     logits = logits / math.sqrt(q.shape[-1])
     if bias is not None:
         logits = logits + bias
@@ -66,7 +72,7 @@ class Attention(nnx.Module):
         width = kernel.shape[1] // parts
         return [x @ kernel[:, i * width:(i + 1) * width] + bias[i * width:(i + 1) * width] for i in range(parts)]
 
-    def __call__(self, x, context=None, bias=None, mask=None):
+    def __call__(self, x, context=None, bias=None, mask=None, rel_keys=None):
         heads = lambda a: a.reshape(*a.shape[:-1], self.heads, self.head_dim)
         if context is None:
             q, k, v = map(heads, self._project(self.qkv, x, 3))
@@ -79,7 +85,9 @@ class Attention(nnx.Module):
                     for n, a in ((null[0], k), (null[1], v)))
             if mask is not None:
                 mask = jnp.concatenate([jnp.ones((*mask.shape[:-1], 1), bool), mask], axis=-1)
-        h = attend(q, k, v, bias, mask)
+        if rel_keys is not None and self.null_kv is not None:
+            raise ValueError("rel_keys is for self-attention; it cannot be combined with null_kv")
+        h = attend(q, k, v, bias, mask, rel_keys)
         return self.out(h.reshape(*h.shape[:-2], -1))
 
 
@@ -123,23 +131,41 @@ class TemporalAttention(nnx.Module):
     masked to each frame itself (chapter 07; paper section 2.6). The bias is a learned scalar per
     head and frame distance j - i, with distances clipped to +-(frames - 1): a model trained on
     `frames` frames accepts any other number of frames, including 1.
+
+    The scalar bias is the same for every query: it can say "look one frame back", never "look one frame
+    back if this pixel's features (the prompt, through cross-attention) say the digit moves left".
+    `relative_keys` adds Shaw et al.'s (2018) relative key embeddings, one learned vector per head and
+    distance, added to the keys, so the query's content picks the distances it attends to (chapter 04,
+    "Which way?"). Video Diffusion Models (Ho et al. 2022b), whose architecture Imagen Video extends,
+    cite Shaw et al. for their temporal attention. The table starts at zero: a model with it computes
+    what the same model without it computes, so a trained stage can be fine-tuned into it.
     """
 
-    def __init__(self, channels: int, head_dim: int, frames: int, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, channels: int, head_dim: int, frames: int, relative_keys: bool = False, *, dtype,
+                 rngs: nnx.Rngs):
         self.max_distance = max(frames - 1, 0)
         self.norm = group_norm(channels, dtype, rngs)
         self.attn = Attention(channels, head_dim, dtype=dtype, rngs=rngs)
         self.rel_bias = nnx.Param(jnp.zeros((2 * self.max_distance + 1, self.attn.heads)))
+        self.rel_keys = (nnx.Param(jnp.zeros((2 * self.max_distance + 1, self.attn.heads, head_dim)))
+                         if relative_keys else None)
+
+    def _distances(self, frames: int) -> jax.Array:
+        """Index into the relative tables, `(frames, frames)`: clip(j - i) + max_distance."""
+        pos = jnp.arange(frames)
+        return jnp.clip(pos[None, :] - pos[:, None], -self.max_distance, self.max_distance) + self.max_distance
 
     def bias(self, frames: int) -> jax.Array:
         """Relative position bias `(heads, frames, frames)`: entry [n, i, j] = table[clip(j - i), n]."""
-        pos = jnp.arange(frames)
-        dist = jnp.clip(pos[None, :] - pos[:, None], -self.max_distance, self.max_distance)
-        return jnp.moveaxis(self.rel_bias[...][dist + self.max_distance], -1, 0)
+        return jnp.moveaxis(self.rel_bias[...][self._distances(frames)], -1, 0)
+
+    def keys(self, frames: int) -> jax.Array | None:
+        """Relative key embeddings `(frames, frames, heads, head_dim)` for `attend`, or None."""
+        return None if self.rel_keys is None else self.rel_keys[...][self._distances(frames)]
 
     def __call__(self, x, video):
         b, f, h, w, c = x.shape
         y = jnp.moveaxis(self.norm(x.reshape(b * f, h, w, c)).reshape(x.shape), 1, 3)  # (B, H, W, F, C)
         mask = video[:, None, None] | jnp.eye(f, dtype=bool)[None]  # (B, F, F)
-        y = self.attn(y, bias=self.bias(f), mask=mask[:, None, None, None])
+        y = self.attn(y, bias=self.bias(f), mask=mask[:, None, None, None], rel_keys=self.keys(f))
         return x + jnp.moveaxis(y, 3, 1)

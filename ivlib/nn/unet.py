@@ -74,6 +74,7 @@ class UNetConfig:
     target: str = "v"
     guidance_embedding: bool = False
     remat: str = "none"  # REMAT: trade compute for the memory of activations in training (chapter 10)
+    relative_keys: bool = False  # temporal attention with Shaw et al.'s relative keys (chapter 04, "Which way?")
 
     def validate(self) -> None:
         """Raise ValueError naming the field when this configuration cannot work."""
@@ -121,7 +122,8 @@ class SpaceTimeBlock(nnx.Module):
         self.cross_attn = (CrossAttention(out_ch, config.text_dim, config.head_dim, dtype=dtype, rngs=rngs)
                            if level.uses_cross_attention and config.text_dim else None)
         if level.temporal == "attention":
-            self.temporal = TemporalAttention(out_ch, config.head_dim, config.frames, dtype=dtype, rngs=rngs)
+            self.temporal = TemporalAttention(out_ch, config.head_dim, config.frames, config.relative_keys,
+                                              dtype=dtype, rngs=rngs)
         elif level.temporal == "conv":
             self.temporal = TemporalConv(out_ch, dtype=dtype, rngs=rngs)
         else:
