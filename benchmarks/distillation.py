@@ -31,11 +31,9 @@ def main():
 
     from ivlib.cascade import Cascade, SamplerSettings
     from ivlib.evaluation import evaluate_cascade
-    from ivlib.pretrained import load_stage
 
     teacher = Cascade.pretrained("toy", stages=["base"])
-    stage, model_def, params = load_stage("toy", "base", path=student_path)
-    student = Cascade([stage], [model_def], [params], teacher.text_encoder)
+    student = Cascade.pretrained("toy", stages=["base"], weights={"base": student_path})
     for w in args.weights:
         for name, cascade in (("teacher", teacher), ("student", student)):
             result = evaluate_cascade(cascade, dataset_options={"max_objects": 1}, num_videos=args.num_videos,

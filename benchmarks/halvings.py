@@ -38,15 +38,13 @@ def main():
     from ivlib.configs import toy
     from ivlib.evaluation import evaluate_cascade
     from ivlib.metrics import load_evaluator
-    from ivlib.pretrained import load_stage
 
     teacher = Cascade.pretrained("toy", stages=["base"])
     evaluator = load_evaluator()
     rows = [("teacher", teacher, SamplerSettings(num_steps=args.teacher_steps, sampler="ancestral",
                                                  guidance=toy.GUIDANCE))] if args.teacher_steps else []
     for path, steps in students:
-        stage, model_def, params = load_stage("toy", "base", path=path)
-        rows.append((str(path.relative_to(ROOT)), Cascade([stage], [model_def], [params], teacher.text_encoder),
+        rows.append((str(path.relative_to(ROOT)), Cascade.pretrained("toy", stages=["base"], weights={"base": path}),
                      SamplerSettings(num_steps=steps, sampler="stochastic", guidance=toy.GUIDANCE)))
     for name, cascade, settings in rows:
         result = evaluate_cascade(cascade, dataset_options={"max_objects": 1}, num_videos=args.num_videos,

@@ -109,15 +109,11 @@ def score(arm, path, num_videos=64, guidance=0.0):
     import jax
 
     from ivlib.cascade import Cascade, SamplerSettings
-    from ivlib.configs import get_stage
     from ivlib.evaluation import evaluate_cascade
     from ivlib import appearance
-    from ivlib.pretrained import load_weights, trained_text_encoder
-    from ivlib.text import text_encoder
     from ivlib.weights import read_metadata
 
-    stage, model_def, params = load_weights(get_stage("toy", "base"), path)
-    cascade = Cascade([stage], [model_def], [params], text_encoder(trained_text_encoder("toy", "base", path)))
+    cascade = Cascade.pretrained("toy", stages=["base"], weights={"base": path})
     settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
     ordinary = evaluate_cascade(cascade, dataset="digits", dataset_options={"max_objects": 1},
                                 num_videos=num_videos, settings=settings, keep_videos=True)

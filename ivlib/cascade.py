@@ -11,6 +11,7 @@ re-exported here because the chapters import them from `ivlib.cascade`.
 from __future__ import annotations
 
 import math
+import pathlib
 import numbers
 import time
 import warnings
@@ -26,7 +27,7 @@ from ivlib.conditioning import (augment_condition, augment_for_sampling, augment
                                 sampling_condition, upsample_spatial, upsample_temporal)
 from ivlib.diffusion import SAMPLERS, idle_steps, sample, x_from_prediction
 from ivlib.guidance import THRESHOLDS, guided_output, oscillating_weights, threshold_fn
-from ivlib.pretrained import distilled_weights_path, load_shipped, load_stage, trained_text, trained_text_encoder
+from ivlib.pretrained import distilled_weights_path, load_stage, shipped_stages, trained_text
 from ivlib.stage import Stage, check_chain
 
 __all__ = [  # this module's own names, then those re-exported for the chapters (see the docstring)
@@ -200,19 +201,29 @@ class Cascade:
         return self.text_encoders[0]
 
     @classmethod
-    def pretrained(cls, config="toy", stages=None, distilled=False):
+    def pretrained(cls, config="toy", stages=None, distilled=False, weights=None):
         """The shipped cascade of `config` (weights in ivlib/assets/weights) (chapter 05).
 
         stages: names of the stages to run; None takes every stage whose weights ship, from the
         base model up to the first stage without weights (printing which ones are left out). Each
         stage reads the frozen text encoder its weights were trained on, at their text length (`trained_text`).
         distilled: each stage's distilled student (chapter 09), told w and sampled in a few steps.
+        weights: {stage name: weight file} to run instead of the shipped weights of those stages (an earlier
+        checkpoint, an arm of an experiment, a run of your own; chapters 04, 07, 09).
         """
         from ivlib.text import text_encoder
 
-        loaded = load_shipped(config, stages, distilled)
-        texts = [trained_text(config, s.name, distilled_weights_path(config, s.name) if distilled else None)
-                 for s, _, _ in loaded]
+        weights = {name: pathlib.Path(path) for name, path in (weights or {}).items()}
+        chosen = shipped_stages(config, stages)
+        unknown = sorted(set(weights) - {s.name for s in chosen})
+        if unknown:
+            raise ValueError(f"weights: {unknown} are not stages of this cascade ({[s.name for s in chosen]})")
+        loaded, texts = [], []
+        for s in chosen:
+            path = weights.get(s.name)
+            loaded.append(load_stage(config, s.name, path=path, distilled=distilled and path is None))
+            student = distilled_weights_path(config, s.name) if distilled else None
+            texts.append(trained_text(config, s.name, path or student))
         return cls([s for s, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded],
                    [text_encoder(name, length) for name, length in texts])
 

@@ -68,7 +68,22 @@ def load_weights(stage: Stage, path, mesh=None):
         stage = stage.with_target(target)
     if metadata.get("guidance_embedding") and not stage.unet.guidance_embedding:  # a guided-distilled student
         stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, guidance_embedding=True))
+    relative_keys = _has_relative_keys(path)
+    if relative_keys is not None and relative_keys != stage.unet.relative_keys:  # weights from before (or after) them
+        stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, relative_keys=relative_keys))
     return stage, *_read_onto_shapes(stage, path, mesh)
+
+
+def _has_relative_keys(path) -> bool | None:
+    """Whether the weight file's temporal attention has relative keys (chapter 04, "Which way?"); None if the
+    file cannot be read (load_params then says why). Files written before the toy base had them do not."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return any("rel_keys" in name for name in f.keys())
+    except Exception:
+        return None
 
 
 def _read_onto_shapes(stage: Stage, path, mesh=None):
@@ -133,12 +148,6 @@ def shipped_stages(config: str = "toy", stages=None) -> list:
         raise ValueError(f"unknown stage(s) {sorted(unknown)} for config {config!r}; "
                          f"stages: {[s.name for s in everything]}")
     return [s for s in everything if s.name in stages]
-
-
-def load_shipped(config: str = "toy", stages=None, distilled=False) -> list:
-    """[(stage, model_def, params)] of the shipped stages of `config` (`shipped_stages`), what
-    `Cascade.pretrained` runs (chapter 05); distilled: their distilled students (chapter 09)."""
-    return [load_stage(config, s.name, distilled=distilled) for s in shipped_stages(config, stages)]
 
 
 def has_distilled(config: str = "toy", stages=None) -> bool:

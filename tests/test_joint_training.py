@@ -5,6 +5,7 @@ one image sample and one video); that a data-parallel step equals the single-dev
 test_sharding.py. The measures of chapter 07 (orange, smooth motion) are tested in test_appearance.py.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -12,6 +13,9 @@ import numpy as np
 import pytest
 
 from ivlib.data import captions as C
+from ivlib.nn.unet import Level
+from ivlib.pretrained import load_weights
+from ivlib.stage import Stage
 from ivlib.trainer import BatchSource, TrainConfig, train
 from ivlib.weights import load_params, save_params
 from test_trainer import TINY, _cfg, _leaves
@@ -69,6 +73,26 @@ def test_init_weights_start_the_run_and_a_checkpoint_overrides_them(tmp_path):
     for a, b in zip(_leaves(full), _leaves(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "d" / "config.json").read_text())["init_weights"] == str(start)
+
+
+def test_init_weights_grow_a_stage_by_parameters_that_start_at_zero(tmp_path):
+    """The toy base grew relative keys after it was trained (chapter 04, "Which way?"): a file without them
+    starts a run of the grown stage, its parameters as they were and the new ones at zero, and the file
+    alone still loads as the stage it was trained as."""
+    plain = Stage("tiny", "base", dataclasses.replace(TINY.unet, levels=(Level(8, 1, False, "attention"),)))
+    grown = dataclasses.replace(plain, unet=dataclasses.replace(plain.unet, relative_keys=True))
+    _, trained = train(_cfg(tmp_path / "a", steps=1), progress=False, stage=plain)
+    start = tmp_path / "a" / "ema.safetensors"
+    _, tuned = train(_cfg(tmp_path / "b", steps=1, learning_rate=1e-12, init_weights=str(start)),
+                     progress=False, stage=grown)
+    flat = {jax.tree_util.keystr(p): np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path(tuned["params"])[0]}
+    added = [name for name in flat if "rel_keys" in name]
+    assert len(added) == 4 and all(np.abs(flat[name]).max() < 1e-6 for name in added)  # 4 temporal layers
+    for path, value in jax.tree_util.tree_flatten_with_path(load_params(start, trained["ema"]))[0]:
+        np.testing.assert_allclose(flat[jax.tree_util.keystr(path)], value, atol=1e-9)
+    assert load_weights(grown, start)[0].unet.relative_keys is False
+    assert load_weights(plain, tmp_path / "b" / "ema.safetensors")[0].unet.relative_keys is True
 
 
 def test_init_weights_of_another_text_encoder_or_target_are_refused(tmp_path):

@@ -151,3 +151,20 @@ def test_loading_weights_builds_the_network_from_shapes_only(monkeypatch):
     x = np.zeros((1, 8, 16, 16, 3), np.float32)
     np.testing.assert_array_equal(model_def.bind(params)(x, np.zeros(1)), ModelDef.split(
         pretrained.VideoUNet(stage.unet, rngs=nnx.Rngs(0)))[0].bind(expected)(x, np.zeros(1)))
+
+
+def test_pretrained_runs_other_weight_files_as_the_networks_they_were_trained_as():
+    """`Cascade.pretrained(weights=...)`: the base before it grew relative keys (chapter 04, "Which way?") loads
+    without them, the shipped one with them; a weight file for a stage the cascade does not run is refused."""
+    import jax
+
+    before = shipped_weights_path("toy", "base_step8000")
+    old = Cascade.pretrained("toy", stages=["base"], weights={"base": before})
+    new = Cascade.pretrained("toy", stages=["base"])
+    assert old.stages[0].unet.relative_keys is False and new.stages[0].unet.relative_keys is True
+    assert read_metadata(before)["steps"] == 8000
+    _, _, params = load_stage("toy", "base", path=before)
+    for a, b in zip(jax.tree.leaves(old.params[0]), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"\['ssr'\] are not stages of this cascade"):
+        Cascade.pretrained("toy", stages=["base"], weights={"ssr": before})

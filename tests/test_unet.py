@@ -137,6 +137,41 @@ def test_relative_position_bias_clips_frame_distances():
     np.testing.assert_array_equal(bias[1], 2 * (dist + 2) + 1)
 
 
+def test_relative_keys_are_shaw_et_al_relative_key_embeddings():
+    """logit[n, i, j] = q_i . (k_j + a[clip(j - i)]) / sqrt(d) + bias[n, clip(j - i)], written out in numpy."""
+    layer = randomize(nnx.eval_shape(lambda: TemporalAttention(8, 4, frames=3, relative_keys=True,
+                                                               dtype=jnp.float32, rngs=nnx.Rngs(0))))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 5, 1, 2, 8)), jnp.float32)
+    out = np.asarray(layer(x, jnp.ones((1,), bool)))
+    y = np.moveaxis(np.asarray(layer.norm(x.reshape(5, 1, 2, 8))).reshape(1, 5, 1, 2, 8), 1, 3)[0, 0]  # (W, F, C)
+    kernel, bias = np.asarray(layer.attn.qkv.kernel[...]), np.asarray(layer.attn.qkv.bias[...])
+    q, k, v = (np.einsum("wfc,cd->wfd", y, kernel[:, 8 * i:8 * (i + 1)]).__add__(bias[8 * i:8 * (i + 1)])
+               .reshape(2, 5, 2, 4) for i in range(3))  # (W, F, heads, d)
+    dist = np.clip(np.arange(5)[None, :] - np.arange(5)[:, None], -2, 2) + 2  # [i, j]
+    table, scalar = np.asarray(layer.rel_keys[...]), np.asarray(layer.rel_bias[...])
+    logits = (np.einsum("wind,wjnd->wnij", q, k) + np.einsum("wind,ijnd->wnij", q, table[dist])) / 2.0
+    logits += np.moveaxis(scalar[dist], -1, 0)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    heads = np.einsum("wnij,wjnd->wind", weights, v).reshape(2, 5, 8)
+    expected = heads @ np.asarray(layer.attn.out.kernel[...]) + np.asarray(layer.attn.out.bias[...])  # (W, F, C)
+    np.testing.assert_allclose(out[0, :, 0], np.asarray(x)[0, :, 0] + np.moveaxis(expected, 1, 0), atol=2e-5)
+
+
+def test_zero_relative_keys_compute_what_the_network_without_them_computes():
+    """So a trained stage can be grown by them and fine-tuned (`ivlib.trainer.initial_weights`)."""
+    plain = make(BASE, seed=3)
+    grown = nnx.eval_shape(lambda: VideoUNet(dataclasses.replace(BASE, relative_keys=True), rngs=nnx.Rngs(0)))
+    state = nnx.state(grown, nnx.Param)
+    old = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(nnx.state(plain, nnx.Param))[0]}
+    nnx.update(grown, jax.tree_util.tree_map_with_path(
+        lambda p, v: old.get(jax.tree_util.keystr(p), jnp.zeros(v.shape, v.dtype)), state))
+    z, text, mask, _ = inputs(BASE)
+    np.testing.assert_allclose(apply(grown, z, 1.0, text, mask), apply(plain, z, 1.0, text, mask), atol=1e-6)
+    randomize(grown, seed=4, where=lambda name: "rel_keys" in name)
+    assert max_diff(apply(grown, z, 1.0, text, mask), apply(plain, z, 1.0, text, mask)) > 1e-3
+
+
 def test_logsnr_features_of_cosine_schedule_are_sinusoids_of_t():
     t = np.array([0.1, 0.5, 0.9])
     logsnr = -2.0 * np.log(np.tan(math.pi * t / 2))
@@ -170,7 +205,7 @@ def test_null_prompt_ignores_masked_tokens(base_model):
 
 
 def test_gradients_reach_every_parameter():
-    config = dataclasses.replace(SR, frame_embedding=True,
+    config = dataclasses.replace(SR, frame_embedding=True, relative_keys=True,
                                  levels=(Level(8, 1, False, "conv"), Level(16, 1, True, "attention")))
     model = make(config)
     z, text, mask, cond = inputs(config)

@@ -1,0 +1,90 @@
+"""Which way does the toy base move the digit? Motion asked vs drawn on straight-line prompts (chapter 04).
+
+    python benchmarks/which_way.py shipped=ivlib/assets/weights/toy_base.safetensors --guidance 0 1
+
+For each NAME=PATH (a weight file of the toy base) and guidance weight w: 64 held-out captions, 16 moving left,
+16 right, 16 up and 16 down (the first of each among `ivlib.listening.straight_line_clips`; the held-out split
+alone would give mostly "up"), sampled with 32 ancestral steps and static clipping from the same noise for every file,
+and judged by the attribute classifier (`ivlib.attributes`). Three numbers per row: motion accuracy; axis
+accuracy (left/right drawn for left/right asked, up/down for up/down); and sign accuracy, among the videos on
+the right axis, the share that also go the asked way (0.5 is a coin). Rows (one per name and w, replaced when
+measured again) go to ivlib/assets/weights/toy_base.which_way.json, which chapter 04 reads.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "ivlib" / "assets" / "weights" / "toy_base.which_way.json"
+AXIS = {"left": "horizontal", "right": "horizontal", "up": "vertical", "down": "vertical"}
+
+
+def which_way(asked, drawn) -> dict:
+    """{"motion", "axis", "sign", "on_axis"} from asked and drawn motion names (lists of equal length)."""
+    on_axis = [a for a, d in zip(asked, drawn) if AXIS.get(d) == AXIS[a]]
+    right = sum(a == d for a, d in zip(asked, drawn))
+    return {"motion": right / len(asked), "axis": len(on_axis) / len(asked),
+            "sign": right / len(on_axis) if on_axis else float("nan"), "on_axis": len(on_axis)}
+
+
+def balanced_prompts(num_videos=64) -> list:
+    """num_videos held-out captions, a quarter moving each way (left, right, up, down)."""
+    from ivlib.data import captions as C
+    from ivlib.listening import straight_line_clips
+
+    pool = straight_line_clips(16 * num_videos)[1]
+    per_way = num_videos // len(AXIS)
+    return [p for way in AXIS for p in [q for q in pool if C.parse_caption(q)[0][0].motion == way][:per_way]]
+
+
+def measure(name, path, guidance, num_videos=64, seed=0) -> dict:
+    """One row: the weight file at `path` sampled on the straight-line prompts at guidance `guidance`."""
+    import jax
+    import numpy as np
+
+    from ivlib import attributes
+    from ivlib.cascade import Cascade, SamplerSettings
+    from ivlib.data import captions as C
+    from ivlib.weights import read_metadata
+
+    prompts = balanced_prompts(num_videos)
+    cascade = Cascade.pretrained("toy", stages=["base"], weights={"base": path})
+    start = time.perf_counter()
+    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed),
+                                  {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}, 32)
+    names = attributes.classes()["motion"]
+    drawn = [names[i] for i in attributes.predict(attributes.load_attribute_classifier(), np.asarray(videos))["motion"]]
+    asked = [C.parse_caption(p)[0][0].motion for p in prompts]
+    meta = read_metadata(path)
+    return {"name": name, "weights": str(pathlib.Path(path)), "steps": meta.get("steps"), "guidance": guidance,
+            "relative_keys": cascade.stages[0].unet.relative_keys, "num_videos": num_videos,
+            "asked": {m: asked.count(m) for m in sorted(set(asked))}, **which_way(asked, drawn),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", help="NAME=PATH of toy base weight files")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--num-videos", type=int, default=64)
+    args = parser.parse_args()
+    pairs = [f.split("=", 1) for f in args.files]
+    bad = [f for f, p in zip(args.files, pairs) if len(p) != 2 or not pathlib.Path(p[1]).is_file()]
+    if bad:
+        sys.exit(f"which_way.py: expected NAME=PATH of an existing weight file; got {bad}")
+    table = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
+    for name, path in pairs:
+        for w in args.guidance:
+            row = measure(name, path, w, args.num_videos)
+            print(json.dumps(row))
+            table["rows"] = [r for r in table["rows"] if (r["name"], r["guidance"]) != (name, w)] + [row]
+            command = "python benchmarks/which_way.py " + " ".join(sys.argv[1:])
+            table["commands"] = [c for c in table.get("commands", []) if c != command] + [command]
+            OUT.write_text(json.dumps(table, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
