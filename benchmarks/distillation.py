@@ -32,7 +32,9 @@ def main():
     from ivlib.cascade import Cascade, SamplerSettings
     from ivlib.evaluation import evaluate_cascade
 
-    teacher = Cascade.pretrained("toy", stages=["base"])
+    from ivlib.pretrained import teacher_weights_path
+
+    teacher = Cascade.pretrained("toy", stages=["base"], weights={"base": teacher_weights_path("toy", "base")})
     student = Cascade.pretrained("toy", stages=["base"], weights={"base": student_path})
     for w in args.weights:
         for name, cascade in (("teacher", teacher), ("student", student)):

@@ -39,7 +39,9 @@ def main():
     from ivlib.evaluation import evaluate_cascade
     from ivlib.metrics import load_evaluator
 
-    teacher = Cascade.pretrained("toy", stages=["base"])
+    from ivlib.pretrained import teacher_weights_path
+
+    teacher = Cascade.pretrained("toy", stages=["base"], weights={"base": teacher_weights_path("toy", "base")})
     evaluator = load_evaluator()
     rows = [("teacher", teacher, SamplerSettings(num_steps=args.teacher_steps, sampler="ancestral",
                                                  guidance=toy.GUIDANCE))] if args.teacher_steps else []

@@ -83,24 +83,20 @@ def student_path(stage: str, steps: int):
 def build(kinds, settings):
     """(Cascade, {stage: SamplerSettings}, notes) for one row."""
     from ivlib.cascade import Cascade, SamplerSettings
-    from ivlib.pretrained import load_stage
-    from ivlib.text import text_encoder
+    from ivlib.pretrained import teacher_weights_path
 
-    loaded, chosen, notes = [], {}, []
+    weights, chosen, notes = {}, {}, []
     for name, kind in zip(("base", "tsr", "ssr"), kinds):
         kw = dict(settings[name])
-        path = None
+        path = teacher_weights_path("toy", name)  # what the students were distilled from
         if kind == "student":
             path = student_path(name, kw["num_steps"])
             if path is None:
                 path, kw["num_steps"] = student_path(name, 8), 8
                 notes.append(f"{name}: no {settings[name]['num_steps']}-step student ships; its 8-step one runs")
-        loaded.append(load_stage("toy", name, path=path))
+        weights[name] = path
         chosen[name] = SamplerSettings(**kw)
-    teacher = Cascade.pretrained("toy")
-    cascade = Cascade([s for s, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded],
-                      teacher.text_encoders)
-    return cascade, chosen, notes
+    return Cascade.pretrained("toy", stages=list(weights), weights=weights), chosen, notes
 
 
 def denoiser_flops(cascade, prompt="the red digit 3 moving left") -> list:

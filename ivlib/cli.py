@@ -171,13 +171,20 @@ def _sampler_settings(args, distilled=False):
 
 
 def _distilled(args, names) -> bool:
-    """Whether to sample the distilled students: unless --teacher, whenever every stage to run ships one."""
-    from ivlib.pretrained import has_distilled
+    """Whether to sample the distilled students: unless --teacher, whenever every stage to run ships one that
+    was distilled from the weights the stage ships now (a student of earlier weights is never run silently)."""
+    from ivlib.pretrained import has_distilled, stale_students, teacher_weights_path
 
     if args.teacher:
         return False
     if not has_distilled(args.config, names):
         print(f"note: the {args.config} cascade ships no distilled students; sampling its undistilled stages")
+        return False
+    stale = stale_students(args.config, names)
+    if stale:
+        earlier = ", ".join(f"{name} from {teacher_weights_path(args.config, name).name}" for name in stale)
+        print(f"note: distilled students of earlier weights ({earlier}), not of the shipped stages; sampling the "
+              "undistilled stages (`ivlib distill`, chapter 09, makes new students)")
         return False
     return True
 
@@ -230,7 +237,7 @@ def _generate(args):
             write_video(str(out.with_name(f"{out.stem}_{stage.name}{out.suffix}")), video[0], fps=stage.fps or 8,
                         scale=args.scale)
     shape = "x".join(map(str, videos[-1].shape[1:4]))
-    kind = "distilled students" if distilled else "undistilled stages (--teacher)"
+    kind = "distilled students" if distilled else "undistilled stages" + (" (--teacher)" if args.teacher else "")
     print(f'"{args.prompt}" -> {shape} (frames x height x width) through {len(cascade.stages)} {kind}, '
           f"{base.num_steps} base / {sr.num_steps} SR {base.sampler} steps, in {seconds:.1f} s (including compilation)")
     print(f"wrote {path}")

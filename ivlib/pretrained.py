@@ -106,6 +106,16 @@ def distilled_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
     return shipped_weights_path(config_name, f"{stage_name}_distilled")
 
 
+def teacher_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
+    """The weights the shipped distilled student of a stage was distilled from (chapter 09): the file its metadata
+    names as "teacher_file" when the stage has been retrained since (the toy base's students come from the base
+    of step 8000, before it grew relative keys, chapter 04), else the stage's shipped weights."""
+    student = distilled_weights_path(config_name, stage_name)
+    name = (read_metadata(student) if student.is_file() else {}).get("teacher_file")
+    return shipped_weights_path(config_name, stage_name).with_name(name) if name else shipped_weights_path(
+        config_name, stage_name)
+
+
 def load_stage(config_name: str, stage_name: str, path=None, distilled=False, mesh=None):
     """(stage, model_def, params) with the shipped EMA weights of a stage, or those at `path` (chapters 04–05);
     distilled: the shipped distilled student instead (`distilled_weights_path`, chapter 09); mesh: the
@@ -148,6 +158,14 @@ def shipped_stages(config: str = "toy", stages=None) -> list:
         raise ValueError(f"unknown stage(s) {sorted(unknown)} for config {config!r}; "
                          f"stages: {[s.name for s in everything]}")
     return [s for s in everything if s.name in stages]
+
+
+def stale_students(config: str = "toy", stages=None) -> list:
+    """The shipped stages of `config` (or of `stages`) whose distilled student was distilled from other weights
+    than the stage ships now (`teacher_weights_path`, chapter 09): sampled, it would be a fast copy of an
+    earlier model, not of the shipped one."""
+    return [s.name for s in shipped_stages(config, stages)
+            if teacher_weights_path(config, s.name) != shipped_weights_path(config, s.name)]
 
 
 def has_distilled(config: str = "toy", stages=None) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 
 from ivlib.cli import DISTILLED_STEPS, main
 from ivlib.configs import get_cascade
-from ivlib.pretrained import distilled_weights_path, has_distilled
+from ivlib.pretrained import distilled_weights_path, has_distilled, stale_students, teacher_weights_path
 from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
 
 TABLE = WEIGHTS_DIR / "toy_cascade.table1.json"
@@ -31,14 +31,30 @@ def test_every_toy_stage_ships_a_student_distilled_from_the_shipped_stage_by_rec
         assert phases[-1] == "guided" and set(phases[:-1]) == {"progressive"}
         halvings = [m["sampling_steps"] for m in chain if m.get("distill_config", {}).get("phase") == "progressive"]
         assert halvings == [DISTILLED_STEPS * 2**k for k in range(len(halvings))]  # 8, 16, ...: each halves the last
-        shipped = read_metadata(shipped_weights_path("toy", stage.name))
+        shipped = read_metadata(teacher_weights_path("toy", stage.name))  # the weights it was distilled from
         assert chain[-1]["steps"] == shipped["steps"] and chain[-1]["train_config"] == shipped["train_config"]
         commands = meta["commands"]
         assert [c for c in commands if c.startswith("ivlib distill")][-len(phases):] == commands[-len(phases):]
         assert f"--student-steps {DISTILLED_STEPS}" in commands[-1] and f"--stage {stage.name}" in commands[-1]
 
 
-def test_generate_samples_the_distilled_cascade_unless_told_teacher(tmp_path, capsys):
+def test_students_of_earlier_weights_are_named_and_never_sampled_silently(tmp_path, capsys):
+    """The base grew relative keys after its students were distilled (chapter 04): they are stale."""
+    assert stale_students("toy") == ["base"] and teacher_weights_path("toy", "base").name == "toy_base_step8000.safetensors"
+    assert stale_students("toy", ["base", "tsr"]) == ["base"] and teacher_weights_path("toy", "tsr") == \
+        shipped_weights_path("toy", "tsr")
+    out = tmp_path / "video.mp4"
+    assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1", "--steps", "2",
+                 "--sr-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: distilled students of earlier weights (base from toy_base_step8000.safetensors)" in printed
+    assert "through 3 undistilled stages, 2 base / 2 SR ancestral steps" in printed
+
+
+def test_generate_samples_the_distilled_cascade_unless_told_teacher(tmp_path, capsys, monkeypatch):
+    import ivlib.pretrained
+
+    monkeypatch.setattr(ivlib.pretrained, "stale_students", lambda config, names: [])  # students of the shipped stages
     out = tmp_path / "video.mp4"
     assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1"]) == 0
     printed = capsys.readouterr().out
