@@ -168,3 +168,12 @@ def test_pretrained_runs_other_weight_files_as_the_networks_they_were_trained_as
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"\['ssr'\] are not stages of this cascade"):
         Cascade.pretrained("toy", stages=["base"], weights={"ssr": before})
+
+
+def test_the_shipped_base_grew_relative_keys_from_the_step_8000_base_by_its_recorded_command():
+    meta = read_metadata(shipped_weights_path("toy", "base"))
+    init = pathlib.Path(meta["train_config"]["init_weights"])
+    assert init.name == "toy_base_step8000.safetensors" and (WEIGHTS_DIR / init.name).is_file()
+    assert meta["total_steps"] == read_metadata(WEIGHTS_DIR / init.name)["steps"] + meta["steps"] == 10000
+    assert meta["commands"][-1].endswith(f"--init-weights {init}") and f"--steps {meta['steps']} " in meta["commands"][-1]
+    assert load_stage("toy", "base")[0].unet.relative_keys
