@@ -117,7 +117,8 @@ def main():
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     rows, seconds = run(args.num_videos, args.steps, args.sr_steps, args.batch_size, args.seed)
-    meta = {name: read_metadata(shipped_weights_path("toy", name))["steps"] for name in ("base", "tsr", "ssr", "ssr_noaug")}
+    meta = {name: (lambda m: m.get("total_steps", m["steps"]))(read_metadata(shipped_weights_path("toy", name)))
+            for name in ("base", "tsr", "ssr", "ssr_noaug")}  # total_steps: a run resumed from another file (chapter 04)
     result = {"command": "python benchmarks/augmentation_ablation.py " + " ".join(sys.argv[1:]), "rows": rows,
               "num_videos": args.num_videos, "steps": args.steps, "sr_steps": args.sr_steps, "seed": args.seed,
               "weights_steps": meta, "seconds": round(seconds, 1), "machine": platform.machine(),
