@@ -31,7 +31,6 @@ def main():
 
     from ivlib.cascade import Cascade, SamplerSettings
     from ivlib.evaluation import evaluate_cascade
-
     from ivlib.pretrained import teacher_weights_path
 
     teacher = Cascade.pretrained("toy", stages=["base"], weights={"base": teacher_weights_path("toy", "base")})

@@ -38,7 +38,6 @@ def main():
     from ivlib.configs import toy
     from ivlib.evaluation import evaluate_cascade
     from ivlib.metrics import load_evaluator
-
     from ivlib.pretrained import teacher_weights_path
 
     teacher = Cascade.pretrained("toy", stages=["base"], weights={"base": teacher_weights_path("toy", "base")})

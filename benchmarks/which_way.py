@@ -40,8 +40,8 @@ def balanced_prompts(num_videos=64) -> list:
     return [p for way in AXIS for p in [q for q in pool if C.parse_caption(q)[0][0].motion == way][:per_way]]
 
 
-def measure(name, path, guidance, num_videos=64, seed=0) -> dict:
-    """One row: the weight file at `path` sampled on the straight-line prompts at guidance `guidance`."""
+def measure(name, path, guidances, prompts, seed=0) -> list:
+    """One row per guidance weight: the weight file at `path` sampled on `prompts` (`balanced_prompts`)."""
     import jax
     import numpy as np
 
@@ -50,19 +50,22 @@ def measure(name, path, guidance, num_videos=64, seed=0) -> dict:
     from ivlib.data import captions as C
     from ivlib.weights import read_metadata
 
-    prompts = balanced_prompts(num_videos)
     cascade = Cascade.pretrained("toy", stages=["base"], weights={"base": path})
-    start = time.perf_counter()
-    videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed),
-                                  {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}, 32)
     names = attributes.classes()["motion"]
-    drawn = [names[i] for i in attributes.predict(attributes.load_attribute_classifier(), np.asarray(videos))["motion"]]
     asked = [C.parse_caption(p)[0][0].motion for p in prompts]
-    meta = read_metadata(path)
-    return {"name": name, "weights": str(pathlib.Path(path)), "steps": meta.get("steps"), "guidance": guidance,
-            "relative_keys": cascade.stages[0].unet.relative_keys, "num_videos": num_videos,
-            "asked": {m: asked.count(m) for m in sorted(set(asked))}, **which_way(asked, drawn),
-            "seconds": round(time.perf_counter() - start, 1)}
+    steps = read_metadata(path).get("steps")
+    rows = []
+    for guidance in guidances:
+        start = time.perf_counter()
+        settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
+        videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, 32)
+        predicted = attributes.predict(attributes.load_attribute_classifier(), np.asarray(videos))["motion"]
+        rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": steps, "guidance": guidance,
+                     "relative_keys": cascade.stages[0].unet.relative_keys, "num_videos": len(prompts),
+                     "asked": {m: asked.count(m) for m in sorted(set(asked))},
+                     **which_way(asked, [names[i] for i in predicted]),
+                     "seconds": round(time.perf_counter() - start, 1)})
+    return rows
 
 
 def main():
@@ -76,14 +79,14 @@ def main():
     if bad:
         sys.exit(f"which_way.py: expected NAME=PATH of an existing weight file; got {bad}")
     table = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
+    command = "python benchmarks/which_way.py " + " ".join(sys.argv[1:])
+    prompts = balanced_prompts(args.num_videos)
     for name, path in pairs:
-        for w in args.guidance:
-            row = measure(name, path, w, args.num_videos)
+        for row in measure(name, path, args.guidance, prompts):
             print(json.dumps(row))
-            table["rows"] = [r for r in table["rows"] if (r["name"], r["guidance"]) != (name, w)] + [row]
-            command = "python benchmarks/which_way.py " + " ".join(sys.argv[1:])
-            table["commands"] = [c for c in table.get("commands", []) if c != command] + [command]
-            OUT.write_text(json.dumps(table, indent=1) + "\n")
+            table["rows"] = [r for r in table["rows"] if (r["name"], r["guidance"]) != (name, row["guidance"])] + [row]
+        table["commands"] = [c for c in table.get("commands", []) if c != command] + [command]
+        OUT.write_text(json.dumps(table, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from ivlib.configs import get_cascade, get_stage
 from ivlib.nn.model_def import ModelDef
 from ivlib.nn.unet import VideoUNet
 from ivlib.stage import Stage, trained_target  # noqa: F401 (trained_target: part of this module's API)
-from ivlib.weights import load_params, read_metadata, shipped_weights_path
+from ivlib.weights import load_params, param_names, read_metadata, shipped_weights_path
 
 
 # Weight files written before the trainer recorded its text encoder all came from `ivlib train` on the toy
@@ -77,11 +77,8 @@ def load_weights(stage: Stage, path, mesh=None):
 def _has_relative_keys(path) -> bool | None:
     """Whether the weight file's temporal attention has relative keys (chapter 04, "Which way?"); None if the
     file cannot be read (load_params then says why). Files written before the toy base had them do not."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            return any("rel_keys" in name for name in f.keys())
+        return any("rel_keys" in name for name in param_names(path))
     except Exception:
         return None
 
@@ -110,10 +107,9 @@ def teacher_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
     """The weights the shipped distilled student of a stage was distilled from (chapter 09): the file its metadata
     names as "teacher_file" when the stage has been retrained since (the toy base's students come from the base
     of step 8000, before it grew relative keys, chapter 04), else the stage's shipped weights."""
-    student = distilled_weights_path(config_name, stage_name)
+    shipped, student = shipped_weights_path(config_name, stage_name), distilled_weights_path(config_name, stage_name)
     name = (read_metadata(student) if student.is_file() else {}).get("teacher_file")
-    return shipped_weights_path(config_name, stage_name).with_name(name) if name else shipped_weights_path(
-        config_name, stage_name)
+    return shipped.with_name(name) if name else shipped
 
 
 def load_stage(config_name: str, stage_name: str, path=None, distilled=False, mesh=None):

@@ -60,12 +60,17 @@ def update_metadata(path, **entries):
     return meta
 
 
-def missing_params(path, like) -> list[str]:
-    """The names of `like`'s parameters that the weight file at `path` does not hold."""
+def param_names(path) -> set[str]:
+    """The names of the parameters a weight file holds (read from its header; no array is loaded)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as f:
-        names = set(f.keys())
+        return set(f.keys())
+
+
+def missing_params(path, like) -> list[str]:
+    """The names of `like`'s parameters that the weight file at `path` does not hold."""
+    names = param_names(path)
     return [name for name in _flat(like)[0] if name not in names]
 
 
