@@ -94,8 +94,10 @@ def matmul_peak(reps: int) -> float:
     return 2 * n**3 / timed(f, a, a, reps=max(reps, 5))[0] / 1e9
 
 
-def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: float) -> dict:
-    """Forward and Adam-step timings of VideoUNet(config) on a random batch."""
+def setup(config: UNetConfig, batch: int, devices: int) -> dict:
+    """The jitted forward pass and Adam training step of VideoUNet(config) on a random batch split over
+    `devices` (data parallel), with their inputs: {"forward", "step", "params", "opt_state", "inputs", "key"}.
+    `step(params, opt_state, *inputs, key)` donates its state; `benchmarks/profile_step.py` profiles it."""
     model = nnx.jit(lambda: VideoUNet(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))))()
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(1e-4)
@@ -108,7 +110,6 @@ def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: flo
     mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
     shard = lambda a: jax.device_put(jnp.asarray(a), NamedSharding(mesh, P("data")))
     x, text, mask = shard(x.astype(np.float32)), shard(text.astype(np.float32)), shard(mask)
-    key = jax.random.key(1)
 
     def loss_fn(params, x, text, mask, key):
         """v-prediction MSE at a uniform t of the cosine schedule (chapters 01-02), written inline."""
@@ -127,7 +128,15 @@ def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: flo
         return optax.apply_updates(params, updates), opt_state, loss
 
     forward = jax.jit(lambda params, x, text, mask: nnx.merge(graphdef, params)(x, 0.0, text, mask))
-    step = jax.jit(step, donate_argnums=(0, 1))
+    return {"forward": forward, "step": jax.jit(step, donate_argnums=(0, 1)), "params": params,
+            "opt_state": opt_state, "inputs": (x, text, mask), "key": jax.random.key(1)}
+
+
+def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: float) -> dict:
+    """Forward and Adam-step timings of VideoUNet(config) on a random batch."""
+    run = setup(config, batch, devices)
+    forward, step, params, opt_state, key = run["forward"], run["step"], run["params"], run["opt_state"], run["key"]
+    x, text, mask = run["inputs"]
     forward_flops = flops_of(forward.lower(params, x, text, mask).compile(), devices)
     step_flops = flops_of(step.lower(params, opt_state, x, text, mask, key).compile(), devices)
     forward_s, _ = timed(forward, params, x, text, mask, reps=reps)
