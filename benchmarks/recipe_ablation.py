@@ -9,6 +9,9 @@ with `--cpu-devices 2`, the same steps split over two simulated devices) with te
 levels (16x16 and 8x8), and differs in one thing:
   pretrained-t5  the frozen toy T5 pretrained on toy captions ("toy-t5", `ivlib pretrain-text`)
   random-t5      the same T5 with random frozen weights ("toy-t5-random")
+  from-scratch   the whole recipe of the shipped base in one run from step 0: random-t5, relative keys in
+                 temporal attention (chapter 04, "Which way?"), half of every batch still images (chapter 07),
+                 two simulated CPU devices (`train from-scratch --steps 6000 --cpu-devices 2`)
 and the row "previous" is the base model shipped before this ablation: the random toy T5 with
 cross-attention at 8x8 only, 1400 steps, otherwise the same command (`--previous` scores its weight file).
 
@@ -24,6 +27,7 @@ import dataclasses
 import json
 import pathlib
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +39,8 @@ RECIPE = ["--config", "toy", "--stage", "base", "--batch-size", "32", "--learnin
 ARMS = {
     "pretrained-t5": {"workdir": "runs/ablation/pretrained-t5", "args": ["--text-encoder", "toy-t5"]},
     "random-t5": {"workdir": "runs/ablation/random-t5", "args": ["--text-encoder", "toy-t5-random"]},
+    "from-scratch": {"workdir": "runs/ablation/from-scratch",
+                     "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5", "--checkpoint-every", "250"]},
 }
 GUIDANCE = 0.0  # the recipe's own model, no guidance: chapter 08 sweeps w on the model the recipe makes
 
@@ -122,12 +128,18 @@ def score_previous(num_videos, path, guidance=GUIDANCE):
 
 
 def write(rows, num_videos):
-    """The table, with each arm's CPU minutes, to OUT (rewritten after every row: an interrupted run keeps its rows)."""
+    """The table, with each arm's CPU minutes, to OUT (rewritten after every row: an interrupted run keeps its rows).
+    An arm whose workdir is gone (runs/ is not kept) keeps the CPU minutes OUT already records; every eval command
+    that added rows is kept in "commands"."""
+    previous = json.loads(OUT.read_text()) if OUT.exists() else {}
     cpu = {arm: ROOT / spec["workdir"] / "cpu.json" for arm, spec in ARMS.items()}
-    table = {"rows": rows, "num_videos": num_videos, "guidance": GUIDANCE,
-             "cpu_minutes": {arm: round(json.loads(path.read_text())["cpu_seconds"] / 60, 1)
-                             for arm, path in cpu.items() if path.exists()},
-             "command": "python benchmarks/recipe_ablation.py " + " ".join(sys.argv[1:])}
+    minutes = {**previous.get("cpu_minutes", {}),
+               **{arm: round(json.loads(path.read_text())["cpu_seconds"] / 60, 1)
+                  for arm, path in cpu.items() if path.exists()}}
+    command = "python benchmarks/recipe_ablation.py " + shlex.join(sys.argv[1:])
+    commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
+    table = {"rows": rows, "num_videos": num_videos, "guidance": GUIDANCE, "cpu_minutes": minutes,
+             "commands": commands + [command] * (command not in commands)}
     OUT.write_text(json.dumps(table, indent=1))
 
 
