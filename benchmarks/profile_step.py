@@ -120,6 +120,12 @@ def parse_hlo(text: str) -> dict:
     return computations
 
 
+def _window(instruction: dict) -> list[int]:
+    """[3, 3] of a convolution with window={size=3x3 ...}; [] if it has none."""
+    match = re.search(r"window=\{size=([\dx]+)", instruction["rest"])
+    return [int(s) for s in match.group(1).split("x")] if match else []
+
+
 def _flops(instruction: dict, shapes: dict) -> float:
     """FLOPs of a convolution or dot from its shapes (multiply-adds count 2); 0 for anything else."""
     out = math.prod(_dims(instruction["shape"]))
@@ -129,14 +135,14 @@ def _flops(instruction: dict, shapes: dict) -> float:
         size = math.prod(lhs[int(d)] for d in contracting.group(1).split(",") if d) if contracting and lhs else 0
         return 2.0 * out * size
     if instruction["opcode"] == "convolution":
-        window = re.search(r"window=\{size=([\dx]+)", instruction["rest"])
+        window = _window(instruction)
         labels = re.search(r"dim_labels=\w+_(\w+)->", instruction["rest"])
         rhs = _dims(shapes.get(instruction["operands"][1], ""))
         groups = re.search(r"feature_group_count=(\d+)", instruction["rest"])
         if not (window and labels and rhs):
             return 0.0
         in_features = rhs[labels.group(1).index("i")]
-        taps = math.prod(int(s) for s in window.group(1).split("x"))
+        taps = math.prod(window)
         return 2.0 * out * taps * in_features / (int(groups.group(1)) if groups else 1)
     return 0.0
 
@@ -174,16 +180,16 @@ def categorize(computations: dict) -> dict:
             opcodes = {o["opcode"] for o in ops}
             flops = sum(_flops(o, shapes) for o in ops)
             convs = [o for o in ops if o["opcode"] == "convolution"]
-            direction = _direction(i["op_name"] or next((o["op_name"] for o in inner if o["op_name"]), ""))
+            op_names = [o["op_name"] for o in ops if o["op_name"]]  # its own first, then its fused ops
+            direction = _direction(op_names[0] if op_names else "")
             if convs:
-                window = re.search(r"window=\{size=([\dx]+)", convs[0]["rest"])
-                big = window and max(int(s) for s in window.group(1).split("x")) > 3
+                big = max(_window(convs[0]), default=0) > 3
                 # a forward or input-gradient convolution's window is its kernel; the weight gradient's is the
                 # image (XLA may drop its metadata, so the window decides, not the op_name)
                 kind = "weight-grad" if big else ("input-grad" if direction == "bwd" else "forward")
                 category = f"conv {kind}"
             elif opcodes & {"dot"}:
-                scope = _scope(i["op_name"]) or next((_scope(o["op_name"]) for o in inner if _scope(o["op_name"])), None)
+                scope = next(filter(None, map(_scope, op_names)), None)
                 category = f"{'attention' if scope == 'attention' else 'dense'} {direction}"
             elif i["opcode"] in ("transpose", "copy") or re.match(r"(transpose|copy)", i["name"]):
                 category = "layout"

@@ -51,7 +51,7 @@ def measure(name, path, guidances, prompts, seed=0) -> list:
     from ivlib.weights import read_metadata
 
     cascade = Cascade.pretrained("toy", stages=["base"], weights={"base": path})
-    names = attributes.classes()["motion"]
+    names, classifier = attributes.classes()["motion"], attributes.load_attribute_classifier()
     asked = [C.parse_caption(p)[0][0].motion for p in prompts]
     steps = read_metadata(path).get("steps")
     rows = []
@@ -59,7 +59,7 @@ def measure(name, path, guidances, prompts, seed=0) -> list:
         start = time.perf_counter()
         settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
         videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, 32)
-        predicted = attributes.predict(attributes.load_attribute_classifier(), np.asarray(videos))["motion"]
+        predicted = attributes.predict(classifier, np.asarray(videos))["motion"]
         rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": steps, "guidance": guidance,
                      "relative_keys": cascade.stages[0].unet.relative_keys, "num_videos": len(prompts),
                      "asked": {m: asked.count(m) for m in sorted(set(asked))},
