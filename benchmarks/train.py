@@ -9,11 +9,9 @@ rendering + cached text embeddings, what `ivlib.trainer.BatchSource` does per st
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import time
 
 CHILD = r"""
 import json, sys, time

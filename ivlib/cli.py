@@ -244,6 +244,19 @@ def _generate(args):
 
 
 def _train(args):
+    workdir = _check_writable(args.workdir, "--workdir", kind="directory")
+    from ivlib.trainer import check_resumable, stage_for, train
+
+    cfg = _train_config(args)
+    cfg.validate()
+    stage_for(cfg)  # an unknown config or stage
+    check_resumable(workdir, cfg)  # a work directory of another run
+    train(cfg)
+    print(f"done: EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
+
+
+def _train_config(args):
+    """The TrainConfig of `ivlib train`'s parsed arguments (--image-fraction goes into the dataset options)."""
     options = _json_object(args.dataset_options, "--dataset-options")
     if args.image_fraction is not None:
         if "image_fraction" in options:
@@ -251,22 +264,16 @@ def _train(args):
         if not 0.0 <= args.image_fraction <= 1.0:
             raise UsageError(f"--image-fraction must be a fraction in [0, 1], got {args.image_fraction}")
         options["image_fraction"] = args.image_fraction
-    workdir = _check_writable(args.workdir, "--workdir", kind="directory")
-    from ivlib.trainer import TrainConfig, check_resumable, stage_for, train
+    from ivlib.trainer import TrainConfig
 
-    cfg = TrainConfig(workdir=args.workdir, config=args.config, stage=args.stage, steps=args.steps,
-                      batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-                      ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
-                      target=args.target, text_encoder=args.text_encoder, max_text_length=args.max_text_length,
-                      dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
-                      keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
-                      init_weights=args.init_weights, image_mask=not args.no_image_mask,
-                      model_parallel=args.model_parallel, split_activations=args.split_activations)
-    cfg.validate()
-    stage_for(cfg)  # an unknown config or stage
-    check_resumable(workdir, cfg)  # a work directory of another run
-    train(cfg)
-    print(f"done: EMA weights in {args.workdir}/ema.safetensors, metrics in {args.workdir}/metrics.jsonl")
+    return TrainConfig(workdir=args.workdir, config=args.config, stage=args.stage, steps=args.steps,
+                       batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+                       ema_decay=args.ema_decay, text_dropout=args.text_dropout, aug_max_t=args.aug_max_t,
+                       target=args.target, text_encoder=args.text_encoder, max_text_length=args.max_text_length,
+                       dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
+                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
+                       init_weights=args.init_weights, image_mask=not args.no_image_mask,
+                       model_parallel=args.model_parallel, split_activations=args.split_activations)
 
 
 def _distill(args):

@@ -26,7 +26,7 @@ from ivlib.loop import check_workdir, fit, init_state
 from ivlib.sharding import make_mesh, replicated, shard_batch
 from ivlib.stage import Stage
 from ivlib.train import default_optimizer
-from ivlib.trainer import BatchSource, TrainConfig, check_loop_settings
+from ivlib.trainer import BatchSource, TrainConfig, check_loop_settings, training_lineage
 from ivlib.weights import read_metadata, save_params
 
 PHASES = ("guided", "progressive")
@@ -212,14 +212,15 @@ def distill_command(cfg: DistillConfig) -> str:
 
 def lineage(metadata: dict) -> list:
     """The commands that made a weight file, oldest first: its own `commands` if it records them, else those of
-    its teacher (recursively) followed by the `ivlib distill` command of its distill_config."""
+    its teacher (recursively) followed by the `ivlib distill` command of its distill_config; for a file of
+    `ivlib train`, `training_lineage`."""
     if metadata.get("commands"):
         return list(metadata["commands"])
     if "distill_config" in metadata:
         known = {f.name for f in dataclasses.fields(DistillConfig)}
         cfg = DistillConfig(**{k: v for k, v in metadata["distill_config"].items() if k in known})
         return lineage(metadata.get("teacher") or {}) + [distill_command(dataclasses.replace(cfg, steps=metadata.get("steps", cfg.steps)))]
-    return []
+    return training_lineage(metadata)
 
 
 def check_same_distillation(workdir, cfg: DistillConfig):

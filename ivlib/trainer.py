@@ -23,10 +23,11 @@ from ivlib.nn.unet import TARGETS
 from ivlib.sharding import create_sharded_state, jit_step, make_mesh, shard_batch, state_shardings
 from ivlib.stage import Stage, trained_target
 from ivlib.train import create_state, default_optimizer, make_train_step
-from ivlib.weights import save_params
+from ivlib.weights import read_metadata, save_params
 
 __all__ = ["BatchSource", "SAME_RUN", "TrainConfig", "TrainingDiverged", "check_loop_settings", "check_resumable",
-           "checkpoint_state", "export_ema", "initial_weights", "stage_for", "train"]
+           "checkpoint_state", "export_ema", "initial_weights", "stage_for", "train", "train_command",
+           "training_lineage"]
 
 
 @dataclass(frozen=True)
@@ -194,9 +195,50 @@ def initial_weights(cfg: TrainConfig, stage: Stage, like):
 
 
 def _weights_metadata(cfg: TrainConfig, stage: Stage, steps: int, train_config: dict) -> dict:
-    """What a weight file records: the run's config and stage, its steps, and the target it predicts."""
-    return {"config": cfg.config, "stage": cfg.stage, "steps": steps, "target": stage.unet.target,
+    """What a weight file records: the run's config and stage, its steps, and the target it predicts. A run
+    that started from cfg.init_weights also records its lineage: `commands`, every command from the first
+    training to this run (`training_lineage`), and `total_steps`, the steps of all of them."""
+    meta = {"config": cfg.config, "stage": cfg.stage, "steps": steps, "target": stage.unet.target,
             "train_config": train_config}
+    if cfg.init_weights is not None:
+        start = read_metadata(cfg.init_weights)
+        meta["commands"] = training_lineage(start) + [train_command(dataclasses.replace(cfg, steps=steps))]
+        meta["total_steps"] = int(start.get("total_steps", start.get("steps", 0))) + steps
+    return meta
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """The `ivlib train` command line that runs `cfg`: every setting that shapes the weights is spelled out
+    (checkpointing and logging, which do not, are left at the CLI's defaults, and so is --cpu-devices, which
+    changes only the order of floating-point sums)."""
+    parts = ["ivlib train", f"--config {cfg.config}", f"--stage {cfg.stage}", f"--workdir {cfg.workdir}",
+             f"--steps {cfg.steps}", f"--batch-size {cfg.batch_size}", f"--learning-rate {cfg.learning_rate:g}",
+             f"--warmup-steps {cfg.warmup_steps}", f"--ema-decay {cfg.ema_decay:g}",
+             f"--text-dropout {cfg.text_dropout:g}", f"--aug-max-t {cfg.aug_max_t:g}", f"--dataset {cfg.dataset}",
+             f"--dataset-options '{json.dumps(cfg.dataset_options)}'", f"--seed {cfg.seed}"]
+    for flag, value in (("--target", cfg.target), ("--text-encoder", cfg.text_encoder),
+                        ("--max-text-length", cfg.max_text_length), ("--init-weights", cfg.init_weights)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    if cfg.model_parallel != 1:
+        parts.append(f"--model-parallel {cfg.model_parallel}")
+    if cfg.split_activations:
+        parts.append("--split-activations")
+    if not cfg.image_mask:
+        parts.append("--no-image-mask")
+    return " ".join(parts)
+
+
+def training_lineage(metadata: dict) -> list:
+    """The commands that made a weight file of `ivlib train`, oldest first: those it records (`commands`), else
+    the one its training config spells (`train_command`), else none (a file saved by other code)."""
+    if metadata.get("commands"):
+        return list(metadata["commands"])
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    recorded = metadata.get("train_config") or {}
+    if {"workdir", "config", "stage", "steps"} <= set(recorded):
+        return [train_command(TrainConfig(**{k: v for k, v in recorded.items() if k in known}))]
+    return []
 
 
 TEXT_CACHE = "text_embeddings.npz"  # a run's encoded captions, in its workdir (`BatchSource.precompute_text`)

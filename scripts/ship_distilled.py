@@ -18,12 +18,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # (stage, steps) -> the run whose student ships; the runs before it are read from its lineage (each
-# student's metadata holds its teacher's). The base's 32 -> 16 -> 8 and the SR stages' 16 -> 8 halvings were
-# run a second time, longer (runs/distill2-*: copies of the first runs, resumed to more steps, and the base's
-# 16 -> 8 afresh from the longer 16-step student); the 4- and 2-step students were halved from the first,
-# shorter 8-step students.
+# student's metadata holds its teacher's). The base was distilled again after it grew relative keys
+# (chapter 04): 32 -> 16 -> 8 -> 4 -> 2, each halving from the last (runs/distill-rk-*). The SR stages' 16 -> 8
+# halvings were run a second time, longer (runs/distill2-*: copies of the first runs, resumed to more steps);
+# their 4- and 2-step students were halved from the first, shorter 8-step students.
 SHIP = {
-    ("base", 8): "runs/distill2-p8", ("base", 4): "runs/distill-p4", ("base", 2): "runs/distill-p2",
+    ("base", 8): "runs/distill-rk-p8", ("base", 4): "runs/distill-rk-p4", ("base", 2): "runs/distill-rk-p2",
     ("tsr", 8): "runs/distill2-tsr-p8", ("tsr", 4): "runs/distill-tsr-p4", ("tsr", 2): "runs/distill-tsr-p2",
     ("ssr", 8): "runs/distill2-ssr-p8", ("ssr", 4): "runs/distill-ssr-p4", ("ssr", 2): "runs/distill-ssr-p2",
 }

@@ -15,7 +15,7 @@ from ivlib.nn.unet import Level, UNetConfig
 from ivlib.pretrained import load_weights
 from ivlib.stage import Stage
 from ivlib.text import EmbeddingCache, text_encoder
-from ivlib.trainer import TrainConfig, train
+from ivlib.trainer import TrainConfig, train, train_command
 from ivlib.weights import read_metadata
 
 TINY = Stage("tiny", "base", UNetConfig(4, 8, 8, (Level(8, 1, False, "attention"),), text_dim=64, head_dim=8,
@@ -62,10 +62,11 @@ def test_guided_then_progressive_students_are_sampled_in_their_steps(tmp_path, t
                                progress=False, text_cache=cache, stage=TINY)
     fast = tmp_path / "progressive" / "ema.safetensors"
     assert read_metadata(fast)["sampling_steps"] == 2 and read_metadata(fast)["teacher"]["distill_config"]["phase"] == "guided"
-    commands = read_metadata(fast)["commands"]  # the guided phase, then this one (the teacher's train run has none)
-    assert [c.split()[:5] for c in commands] == [["ivlib", "distill", "--teacher", str(teacher), "--phase"]] + \
+    commands = read_metadata(fast)["commands"]  # the teacher's training, the guided phase, then this one
+    assert commands[0] == train_command(TrainConfig(**read_metadata(teacher)["train_config"]))
+    assert [c.split()[:5] for c in commands[1:]] == [["ivlib", "distill", "--teacher", str(teacher), "--phase"]] + \
         [["ivlib", "distill", "--teacher", str(guided), "--phase"]]
-    assert "--phase progressive --student-steps 2" in commands[1] and lineage(read_metadata(fast)) == commands
+    assert "--phase progressive --student-steps 2" in commands[2] and lineage(read_metadata(fast)) == commands
     student_stage, student_def, params = load_weights(TINY, fast)
     text, mask = cache.get(["the red digit 3 moving left", "the blue digit 7 standing still"])
     videos = sample_stage(student_stage, student_def, params, jax.random.PRNGKey(0), text=text, text_mask=mask,
@@ -123,4 +124,4 @@ def test_one_command_runs_every_halving_each_from_the_last(tmp_path, teacher, ca
     assert four["sampling_steps"] == 4 and four["distill_config"]["teacher"] == str(guided)
     assert two["sampling_steps"] == 2 and two["distill_config"]["teacher"] == str(tmp_path / "prog" / "4-steps" / "ema.safetensors")
     assert (tmp_path / "prog" / "ema.safetensors").read_bytes() == (tmp_path / "prog" / "2-steps" / "ema.safetensors").read_bytes()
-    assert two["steps"] == four["steps"] == 1 and len(two["commands"]) == 3  # guided, then the two halvings
+    assert two["steps"] == four["steps"] == 1 and len(two["commands"]) == 4  # training, guided, the two halvings

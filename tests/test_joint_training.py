@@ -7,6 +7,7 @@ test_sharding.py. The measures of chapter 07 (orange, smooth motion) are tested 
 
 import dataclasses
 import json
+import shlex
 
 import jax
 import numpy as np
@@ -16,8 +17,9 @@ from ivlib.data import captions as C
 from ivlib.nn.unet import Level
 from ivlib.pretrained import load_weights
 from ivlib.stage import Stage
-from ivlib.trainer import BatchSource, TrainConfig, train
-from ivlib.weights import load_params, save_params
+from ivlib import trainer
+from ivlib.trainer import BatchSource, TrainConfig, export_ema, train, train_command, training_lineage
+from ivlib.weights import load_params, read_metadata, save_params
 from test_trainer import TINY, _cfg, _leaves
 
 MIXED = {"max_objects": 1, "image_fraction": 0.5}
@@ -73,6 +75,40 @@ def test_init_weights_start_the_run_and_a_checkpoint_overrides_them(tmp_path):
     for a, b in zip(_leaves(full), _leaves(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "d" / "config.json").read_text())["init_weights"] == str(start)
+
+
+def test_a_run_from_init_weights_records_every_command_and_step_before_it(tmp_path, monkeypatch):
+    """A stage made by several runs (the toy base: three, chapter 04) carries its whole lineage: each file
+    started from another lists the commands from the first training on, and the steps of all of them."""
+    train(_cfg(tmp_path / "a", steps=2), progress=False, stage=TINY)
+    first = tmp_path / "a" / "ema.safetensors"
+    assert "commands" not in read_metadata(first) and training_lineage(read_metadata(first)) == \
+        [train_command(_cfg(tmp_path / "a", steps=2).resolved())]  # as it ran
+    second = _cfg(tmp_path / "b", steps=3, dataset_options=MIXED, init_weights=str(first))
+    train(second, progress=False, stage=TINY)
+    meta = read_metadata(tmp_path / "b" / "ema.safetensors")
+    assert meta["commands"] == training_lineage(read_metadata(first)) + [train_command(second.resolved())]
+    assert meta["total_steps"] == 5 and f"--init-weights {first}" in meta["commands"][-1]
+    third = _cfg(tmp_path / "c", steps=1, init_weights=str(tmp_path / "b" / "ema.safetensors"))
+    train(third, progress=False, stage=TINY)
+    monkeypatch.setattr(trainer, "stage_for", lambda cfg: TINY)  # `ivlib export` builds the run's stage by name
+    out, step = export_ema(tmp_path / "c", tmp_path / "c.safetensors")  # and records the same
+    meta = read_metadata(out)
+    assert step == 1 and meta["total_steps"] == 6 and len(meta["commands"]) == 3
+    assert meta["commands"][-1] == train_command(third.resolved())
+
+
+def test_a_recorded_train_command_runs_the_same_config():
+    from ivlib.cli import _train_config, build_parser
+
+    cfg = TrainConfig(workdir="runs/x", config="toy", stage="tsr", steps=300, batch_size=16, learning_rate=3e-4,
+                      warmup_steps=5, ema_decay=0.995, text_dropout=0.2, aug_max_t=0.3, target="eps",
+                      text_encoder="toy-t5", max_text_length=16, dataset_options={"max_objects": 1,
+                      "image_fraction": 0.5}, seed=2, init_weights="w.safetensors", model_parallel=2,
+                      split_activations=True, image_mask=False)
+    back = _train_config(build_parser().parse_args(shlex.split(train_command(cfg))[1:]))
+    keep = ("checkpoint_every", "keep_checkpoints", "log_every")  # not in the command: they do not shape the weights
+    assert dataclasses.replace(back, **{k: getattr(cfg, k) for k in keep}) == cfg
 
 
 def test_init_weights_grow_a_stage_by_parameters_that_start_at_zero(tmp_path):
