@@ -105,8 +105,8 @@ def distilled_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
 
 def teacher_weights_path(config_name: str, stage_name: str) -> pathlib.Path:
     """The weights the shipped distilled student of a stage was distilled from (chapter 09): the file its metadata
-    names as "teacher_file" when the stage has been retrained since (the toy base's students come from the base
-    of step 8000, before it grew relative keys, chapter 04), else the stage's shipped weights."""
+    names as "teacher_file" when the stage has been retrained since (a student of earlier weights: `stale_students`),
+    else the stage's shipped weights."""
     shipped, student = shipped_weights_path(config_name, stage_name), distilled_weights_path(config_name, stage_name)
     name = (read_metadata(student) if student.is_file() else {}).get("teacher_file")
     return shipped.with_name(name) if name else shipped

@@ -38,8 +38,15 @@ def test_every_toy_stage_ships_a_student_distilled_from_the_shipped_stage_by_rec
         assert f"--student-steps {DISTILLED_STEPS}" in commands[-1] and f"--stage {stage.name}" in commands[-1]
 
 
-def test_students_of_earlier_weights_are_named_and_never_sampled_silently(tmp_path, capsys):
-    """The base grew relative keys after its students were distilled (chapter 04): they are stale."""
+def test_students_of_earlier_weights_are_named_and_never_sampled_silently(tmp_path, capsys, monkeypatch):
+    """A stage retrained after its student was distilled (the base grew relative keys in chapter 04, and was
+    distilled again) leaves a stale student, which its metadata's teacher_file names: it is never sampled."""
+    import ivlib.pretrained
+
+    real = ivlib.pretrained.read_metadata
+    student = distilled_weights_path("toy", "base")
+    monkeypatch.setattr(ivlib.pretrained, "read_metadata", lambda path: {
+        **real(path), **({"teacher_file": "toy_base_step8000.safetensors"} if path == student else {})})
     assert stale_students("toy") == ["base"] and teacher_weights_path("toy", "base").name == "toy_base_step8000.safetensors"
     assert stale_students("toy", ["base", "tsr"]) == ["base"] and teacher_weights_path("toy", "tsr") == \
         shipped_weights_path("toy", "tsr")
@@ -51,10 +58,8 @@ def test_students_of_earlier_weights_are_named_and_never_sampled_silently(tmp_pa
     assert "through 3 undistilled stages, 2 base / 2 SR ancestral steps" in printed
 
 
-def test_generate_samples_the_distilled_cascade_unless_told_teacher(tmp_path, capsys, monkeypatch):
-    import ivlib.pretrained
-
-    monkeypatch.setattr(ivlib.pretrained, "stale_students", lambda config, names: [])  # students of the shipped stages
+def test_generate_samples_the_distilled_cascade_unless_told_teacher(tmp_path, capsys):
+    assert stale_students("toy") == []  # every shipped student was distilled from the weights its stage ships
     out = tmp_path / "video.mp4"
     assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1"]) == 0
     printed = capsys.readouterr().out
