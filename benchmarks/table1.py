@@ -12,7 +12,8 @@ batches after the first). Rows, after the paper's (Table 1; §2.6.2, §2.7):
   classifier-free guidance (two passes per step), constant (w = `toy.GUIDANCE` for the base, 1 for the SR
   stages) or oscillating (high ⟷ low after a quarter of the steps, in the base and the TSR stage: the paper
   oscillates below 80×48 only; the toy's weights are 3 ⟷ 0, its students' range being w ∈ [0, 4]);
-* distilled SR: the original base, 256 steps, under the distilled SR stages at 8 steps;
+* distilled SR: the original base, 256 steps, under the distilled SR stages at 8 steps; and the other way
+  round (student-base), the distilled base at 8 steps under the original SR stages at 128: where each gap opens;
 * distilled-N: every stage's distilled student (one pass per step, told w) at N steps per stage, with
   the stochastic sampler or DDIM (stages without an N-step student use their 8-step one: the row says so).
 
@@ -58,6 +59,9 @@ def row_specs():
         "distilled-sr-constant": ("original base, distilled SR stages, constant guidance",
                                   ("teacher", "student", "student"),
                                   {**const(8, 8, "stochastic"), "base": const(256, 8, "ancestral")["base"]}),
+        "student-base-constant": ("distilled base, original SR stages, constant guidance",
+                                  ("student", "teacher", "teacher"),
+                                  {**const(256, 128, "ancestral"), "base": const(8, 8, "stochastic")["base"]}),
     }
     for n in (8, 4, 2):
         for sampler in ("stochastic", "ddim"):
