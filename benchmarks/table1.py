@@ -17,6 +17,10 @@ batches after the first). Rows, after the paper's (Table 1; §2.6.2, §2.7):
 * distilled-N: every stage's distilled student (one pass per step, told w) at N steps per stage, with
   the stochastic sampler or DDIM (stages without an N-step student use their 8-step one: the row says so).
 
+The SR stages' input is noised at the original stages' SNR (`toy.AUG_SNR`, 5) under the original SR stages and
+at the students' own (`toy.DISTILLED_AUG_SNR`, chosen on validation prompts by benchmarks/student_aug.py) under
+the distilled ones.
+
 Also the FLOPs of sampling one video (XLA's cost analysis of each stage's denoiser, times its passes and
 steps) and the speedups against the constant-guidance original, with the paper's 18× (time) and 36× (FLOPs)
 beside them. Rows go to ivlib/assets/weights/toy_cascade.table1.json as they finish, so a stopped run
@@ -41,34 +45,36 @@ def row_specs():
     """name -> (what the row is, {stage: (which weights, SamplerSettings kwargs)})."""
     from ivlib.configs import toy
 
-    def const(steps, sr_steps, sampler, base_w=toy.GUIDANCE):
+    def const(steps, sr_steps, sampler, aug_snr, base_w=toy.GUIDANCE):
         return {"base": dict(num_steps=steps, sampler=sampler, guidance=base_w),
-                "tsr": dict(num_steps=sr_steps, sampler=sampler, guidance=1.0),
-                "ssr": dict(num_steps=sr_steps, sampler=sampler, guidance=1.0)}
+                "tsr": dict(num_steps=sr_steps, sampler=sampler, guidance=1.0, aug_snr=aug_snr),
+                "ssr": dict(num_steps=sr_steps, sampler=sampler, guidance=1.0, aug_snr=aug_snr)}
 
-    def osc(steps, sr_steps, sampler):
-        out = const(steps, sr_steps, sampler)
+    def osc(steps, sr_steps, sampler, aug_snr):
+        out = const(steps, sr_steps, sampler, aug_snr)
         for name, n in (("base", steps), ("tsr", sr_steps)):
             out[name] = dict(out[name], guidance=OSCILLATE[0], oscillate=(*OSCILLATE, n // 4))
         return out
 
     teacher, student = ("teacher",) * 3, ("student",) * 3
+    aug, student_aug = toy.AUG_SNR, toy.DISTILLED_AUG_SNR  # the SR stages' input noised at each one's own SNR
     specs = {
-        "original-constant": ("original cascade, constant guidance", teacher, const(256, 128, "ancestral")),
-        "original-oscillate": ("original cascade, oscillating guidance", teacher, osc(256, 128, "ancestral")),
+        "original-constant": ("original cascade, constant guidance", teacher, const(256, 128, "ancestral", aug)),
+        "original-oscillate": ("original cascade, oscillating guidance", teacher, osc(256, 128, "ancestral", aug)),
         "distilled-sr-constant": ("original base, distilled SR stages, constant guidance",
                                   ("teacher", "student", "student"),
-                                  {**const(8, 8, "stochastic"), "base": const(256, 8, "ancestral")["base"]}),
+                                  {**const(8, 8, "stochastic", student_aug),
+                                   "base": const(256, 8, "ancestral", aug)["base"]}),
         "student-base-constant": ("distilled base, original SR stages, constant guidance",
                                   ("student", "teacher", "teacher"),
-                                  {**const(256, 128, "ancestral"), "base": const(8, 8, "stochastic")["base"]}),
+                                  {**const(256, 128, "ancestral", aug), "base": const(8, 8, "stochastic", aug)["base"]}),
     }
     for n in (8, 4, 2):
         for sampler in ("stochastic", "ddim"):
             specs[f"distilled-{n}-{sampler}"] = (f"distilled cascade, {n} steps, {sampler}, constant guidance",
-                                                 student, const(n, n, sampler))
+                                                 student, const(n, n, sampler, student_aug))
     specs["distilled-8-stochastic-oscillate"] = ("distilled cascade, 8 steps, stochastic, oscillating guidance",
-                                                 student, osc(8, 8, "stochastic"))
+                                                 student, osc(8, 8, "stochastic", student_aug))
     return specs
 
 

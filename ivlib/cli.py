@@ -146,7 +146,9 @@ def _add_sampling_args(parser):
     parser.add_argument("--oscillate-low", type=_real, default=1.0)
     parser.add_argument("--constant-steps", type=_natural, default=0, help="steps at the high weight before oscillating")
     parser.add_argument("--threshold", default="static", choices=["dynamic", "static", "none"])
-    parser.add_argument("--aug-snr", type=_snr, default=5.0, help="conditioning augmentation SNR of SR stages (§2.5)")
+    parser.add_argument("--aug-snr", type=_snr, default=None,
+                        help="conditioning augmentation SNR of SR stages (§2.5; default: 5, or the distilled SR "
+                             "stages' own, chosen on validation prompts by benchmarks/student_aug.py)")
     parser.add_argument("--allow-unknown-words", action="store_true",
                         help="sample prompts with words the toy text encoder does not know, instead of stopping")
 
@@ -162,11 +164,14 @@ def _sampler_settings(args, distilled=False):
     sampler = args.sampler or (DISTILLED_SAMPLER if distilled else TEACHER_SAMPLER)
     if args.guidance is None:
         args.guidance = toy.GUIDANCE  # the best weight of chapter 08's sweep (see ivlib/configs/toy.py)
+    aug_snr = args.aug_snr  # default: the students' own SNR (see ivlib/configs/toy.py), the paper's 5 for the teachers
+    if aug_snr is None:
+        aug_snr = toy.DISTILLED_AUG_SNR if distilled else toy.AUG_SNR
     oscillate = (args.guidance, args.oscillate_low, args.constant_steps) if args.oscillate else None
     base = SamplerSettings(num_steps=steps, sampler=sampler, guidance=args.guidance, oscillate=oscillate,
-                           threshold=args.threshold, aug_snr=args.aug_snr)
+                           threshold=args.threshold, aug_snr=aug_snr)
     sr = SamplerSettings(num_steps=sr_steps, sampler=sampler, guidance=args.sr_guidance,
-                         threshold=args.threshold, aug_snr=args.aug_snr)
+                         threshold=args.threshold, aug_snr=aug_snr)
     return base, sr
 
 
@@ -239,7 +244,9 @@ def _generate(args):
     shape = "x".join(map(str, videos[-1].shape[1:4]))
     kind = "distilled students" if distilled else "undistilled stages" + (" (--teacher)" if args.teacher else "")
     print(f'"{args.prompt}" -> {shape} (frames x height x width) through {len(cascade.stages)} {kind}, '
-          f"{base.num_steps} base / {sr.num_steps} SR {base.sampler} steps, in {seconds:.1f} s (including compilation)")
+          f"{base.num_steps} base / {sr.num_steps} SR {base.sampler} steps"
+          + (f", SR input noised at SNR {sr.aug_snr:g}" if len(cascade.stages) > 1 else "")
+          + f", in {seconds:.1f} s (including compilation)")
     print(f"wrote {path}")
 
 

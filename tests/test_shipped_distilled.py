@@ -1,6 +1,7 @@
 """The shipped distilled toy cascade (chapter 09): what `make demo` and `ivlib generate` sample by default."""
 
 import json
+import pathlib
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from ivlib.pretrained import distilled_weights_path, has_distilled, stale_studen
 from ivlib.weights import WEIGHTS_DIR, read_metadata, shipped_weights_path
 
 TABLE = WEIGHTS_DIR / "toy_cascade.table1.json"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _teachers(meta):
@@ -59,17 +61,23 @@ def test_students_of_earlier_weights_are_named_and_never_sampled_silently(tmp_pa
 
 
 def test_generate_samples_the_distilled_cascade_unless_told_teacher(tmp_path, capsys):
+    from ivlib.configs import toy
+
     assert stale_students("toy") == []  # every shipped student was distilled from the weights its stage ships
     out = tmp_path / "video.mp4"
     assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1"]) == 0
     printed = capsys.readouterr().out
-    assert f"through 3 distilled students, {DISTILLED_STEPS} base / {DISTILLED_STEPS} SR stochastic steps" in printed
+    assert (f"through 3 distilled students, {DISTILLED_STEPS} base / {DISTILLED_STEPS} SR stochastic steps, "
+            f"SR input noised at SNR {toy.DISTILLED_AUG_SNR:g}") in printed
     assert main(["generate", "the red digit 3 moving left", "--out", str(out), "--scale", "1", "--teacher",
                  "--steps", "2", "--sr-steps", "2"]) == 0
-    assert "undistilled stages (--teacher), 2 base / 2 SR ancestral steps" in capsys.readouterr().out
+    assert f"undistilled stages (--teacher), 2 base / 2 SR ancestral steps, SR input noised at SNR {toy.AUG_SNR:g}" \
+        in capsys.readouterr().out
 
 
 def test_table1_rows_are_consistent_with_their_settings():
+    from ivlib.configs import toy
+
     table = json.loads(TABLE.read_text())
     rows = table["rows"]
     assert table["num_videos"] >= 64 and "ground_truth" in table
@@ -81,6 +89,8 @@ def test_table1_rows_are_consistent_with_their_settings():
             assert steps == {"base": 256, "tsr": 128, "ssr": 128} and row["weights"] == ["teacher"] * 3
         if name.startswith("distilled-"):
             assert row["weights"][1:] == ["student"] * 2
+        for stage, kind in zip(("tsr", "ssr"), row["weights"][1:]):  # each SR stage's input noised at its own SNR
+            assert row["settings"][stage]["aug_snr"] == (toy.DISTILLED_AUG_SNR if kind == "student" else toy.AUG_SNR)
     if "original-constant" in rows:
         ref = rows["original-constant"]
         for row in rows.values():
@@ -90,6 +100,42 @@ def test_table1_rows_are_consistent_with_their_settings():
         student = rows["distilled-8-stochastic"]["step_flops"]
         for stage, flops in ref["step_flops"].items():
             np.testing.assert_allclose(flops / student[stage], 2.0, rtol=0.05)
+
+
+def test_students_aug_snr_is_the_validation_sweeps_best_and_generate_uses_it():
+    import argparse
+    import importlib.util
+
+    from ivlib import cli
+    from ivlib.configs import toy
+
+    path = ROOT / "benchmarks/student_aug.py"
+    spec = importlib.util.spec_from_file_location("student_aug", path)
+    student_aug = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(student_aug)
+    sweep = json.loads(student_aug.OUT.read_text())
+    assert sweep["seed"] != 0 and sweep["num_videos"] >= 64  # validation prompts, not Table 1's test draw
+    assert toy.DISTILLED_AUG_SNR == sweep["best_snr"] == student_aug.best_snr(sweep["rows"])
+    parser = argparse.ArgumentParser()
+    cli._add_sampling_args(parser)
+    for argv, distilled, want in (([], True, toy.DISTILLED_AUG_SNR), ([], False, toy.AUG_SNR),
+                                  (["--aug-snr", "3"], True, 3.0), (["--aug-snr", "3"], False, 3.0)):
+        base, sr = cli._sampler_settings(parser.parse_args(argv), distilled)
+        assert sr.aug_snr == want, (argv, distilled)
+
+
+def test_best_snr_keeps_fvd_within_the_margin():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("student_aug", ROOT / "benchmarks/student_aug.py")
+    student_aug = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(student_aug)
+    rows = {"3": {"aug_snr": 3.0, "r_precision": 0.95, "fvd": 40.0},  # best R, FVD far off: not chosen
+            "5": {"aug_snr": 5.0, "r_precision": 0.80, "fvd": 30.0},  # best FVD
+            "10": {"aug_snr": 10.0, "r_precision": 0.85, "fvd": 31.0}}  # within 5 %, better R: chosen
+    assert student_aug.best_snr(rows) == 10.0
+    rows["10"]["fvd"] = 32.0  # 6.7 % off: out
+    assert student_aug.best_snr(rows) == 5.0
 
 
 def test_render_distillation_shows_teacher_and_student_from_the_same_seed():
