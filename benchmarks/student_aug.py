@@ -21,7 +21,6 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "ivlib/assets/weights/toy_cascade.student_aug.json"
-VALIDATION_SEED = 7  # benchmarks/halvings.py's
 FVD_MARGIN = 1.05  # rows within 5 % of the best FVD compete on R-precision (our rule)
 
 
@@ -39,10 +38,12 @@ def main():
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from table1 import build
+    from halvings import VALIDATION_SEED
+    from table1 import build, row_specs
 
-    from ivlib.configs import toy
     from ivlib.evaluation import evaluate_cascade
+
+    _, kinds, spec = row_specs()["distilled-8-stochastic"]  # Table 1's distilled cascade, its SR SNR swept
 
     out = pathlib.Path(args.out)
     result = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
@@ -52,10 +53,8 @@ def main():
     command = " ".join(["python benchmarks/student_aug.py", *sys.argv[1:]])
     result["commands"] = [c for c in result.get("commands", []) if c != command] + [command]  # every run in the file
     for snr in args.snrs:
-        steps = dict(num_steps=8, sampler="stochastic")
-        settings = {"base": dict(steps, guidance=toy.GUIDANCE), "tsr": dict(steps, guidance=1.0, aug_snr=snr),
-                    "ssr": dict(steps, guidance=1.0, aug_snr=snr)}
-        cascade, chosen, _ = build(("student",) * 3, settings)
+        settings = {name: dict(kw, aug_snr=snr) if name in ("tsr", "ssr") else kw for name, kw in spec.items()}
+        cascade, chosen, _ = build(kinds, settings)
         start = time.perf_counter()
         evaluated = evaluate_cascade(cascade, dataset_options={"max_objects": 1}, num_videos=args.num_videos,
                                      settings=chosen, seed=VALIDATION_SEED)
