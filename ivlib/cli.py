@@ -280,7 +280,8 @@ def _train_config(args):
                        dataset=args.dataset, dataset_options=options, checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
                        init_weights=args.init_weights, image_mask=not args.no_image_mask,
-                       model_parallel=args.model_parallel, split_activations=args.split_activations)
+                       model_parallel=args.model_parallel, split_activations=args.split_activations,
+                       remat=args.remat)
 
 
 def _distill(args):
@@ -478,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split-activations", action="store_true",
                     help="with --model-parallel: each model group shares its examples and splits their activations, "
                          "frames for spatial layers, rows for temporal ones (long, high-resolution stages; chapter 10)")
+    tr.add_argument("--remat", choices=["none", "block", "dots"], default=None,  # nn.unet.REMAT (jax loads lazily)
+                    help="recompute each space-time block in the backward pass instead of keeping its activations: "
+                         "'block' keeps only its inputs, 'dots' also its matrix products (default: the stage's own; "
+                         "chapter 10's memory plans use 'block')")
     tr.add_argument("--max-text-length", type=int, default=None,
                     help="tokens per caption (default: the config's TEXT_LENGTH; 32 for the toy)")
     tr.add_argument("--dataset", default="digits")

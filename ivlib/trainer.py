@@ -19,7 +19,7 @@ import numpy as np
 
 from ivlib.loop import (TrainingDiverged, abstract_like, check_workdir, checkpoint_manager, fit, init_state,
                         restore_latest)
-from ivlib.nn.unet import TARGETS
+from ivlib.nn.unet import REMAT, TARGETS
 from ivlib.sharding import create_sharded_state, jit_step, make_mesh, shard_batch, state_shardings
 from ivlib.stage import Stage, trained_target
 from ivlib.train import create_state, default_optimizer, make_train_step
@@ -58,6 +58,10 @@ class TrainConfig:
     init_weights: str | None = None  # start from these weights (a weight file of the same stage), not at random
     model_parallel: int = 1  # devices of the mesh's "model" axis: the state is split over them (FSDP, chapter 10)
     split_activations: bool = False  # a model group shares its examples and splits their activations (`nn.layout`)
+    # recompute each space-time block in the backward pass (`UNetConfig.remat`: "none", "block", "dots"; chapter
+    # 10's memory plans use "block"); None: the stage's own. The parameters are the same, so a run may resume with
+    # another setting
+    remat: str | None = None
     image_mask: bool = True  # image samples bypass the temporal layers (chapter 07); False treats them as videos
 
     def resolved(self) -> "TrainConfig":
@@ -81,6 +85,8 @@ class TrainConfig:
         if self.target is not None and self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS} (or None: the stage's own), got {self.target!r}")
         check_text_encoder_name(self.text_encoder)
+        if self.remat is not None and self.remat not in REMAT:
+            raise ValueError(f"remat must be one of {REMAT} (or None: the stage's own), got {self.remat!r}")
         if not isinstance(self.split_activations, bool):
             raise ValueError(f"split_activations must be True or False, got {self.split_activations!r}")
         if isinstance(self.model_parallel, bool) or not isinstance(self.model_parallel, int) or self.model_parallel < 1:
@@ -147,13 +153,15 @@ def check_resumable(workdir, cfg: TrainConfig):
 
 def stage_for(cfg: TrainConfig, stage: Stage | None = None) -> Stage:
     """The stage a run trains (chapter 04): `stage`, or cfg.stage of cfg.config, predicting cfg.target
-    when that is given (the stage's `unet.target` otherwise)."""
+    when that is given (the stage's `unet.target` otherwise), rematerialised as cfg.remat says when given."""
     if stage is None:
         from ivlib.configs import get_stage
 
         stage = get_stage(cfg.config, cfg.stage)
     if cfg.target is not None and cfg.target != stage.unet.target:
         stage = stage.with_target(cfg.target)
+    if cfg.remat is not None and cfg.remat != stage.unet.remat:
+        stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, remat=cfg.remat))
     return stage
 
 
@@ -217,7 +225,8 @@ def train_command(cfg: TrainConfig) -> str:
              f"--text-dropout {cfg.text_dropout:g}", f"--aug-max-t {cfg.aug_max_t:g}", f"--dataset {cfg.dataset}",
              f"--dataset-options '{json.dumps(cfg.dataset_options)}'", f"--seed {cfg.seed}"]
     for flag, value in (("--target", cfg.target), ("--text-encoder", cfg.text_encoder),
-                        ("--max-text-length", cfg.max_text_length), ("--init-weights", cfg.init_weights)):
+                        ("--max-text-length", cfg.max_text_length), ("--init-weights", cfg.init_weights),
+                        ("--remat", cfg.remat)):
         if value is not None:
             parts.append(f"{flag} {value}")
     if cfg.model_parallel != 1:

@@ -476,3 +476,11 @@ def test_every_sampler_of_the_library_is_a_choice_of_the_cli():
     generate = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["generate"]
     sampler = next(a for a in generate._actions if a.dest == "sampler")
     assert tuple(sampler.choices) == SAMPLERS
+
+
+def test_every_remat_policy_of_the_unet_is_a_choice_of_train():
+    from ivlib.nn.unet import REMAT
+
+    train = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
+    remat = next(a for a in train._actions if a.dest == "remat")
+    assert tuple(remat.choices) == REMAT and remat.default is None

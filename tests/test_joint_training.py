@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from ivlib.configs import get_stage
 from ivlib.data import captions as C
 from ivlib.nn.unet import Level
 from ivlib.pretrained import load_weights
@@ -105,10 +106,20 @@ def test_a_recorded_train_command_runs_the_same_config():
                       warmup_steps=5, ema_decay=0.995, text_dropout=0.2, aug_max_t=0.3, target="eps",
                       text_encoder="toy-t5", max_text_length=16, dataset_options={"max_objects": 1,
                       "image_fraction": 0.5}, seed=2, init_weights="w.safetensors", model_parallel=2,
-                      split_activations=True, image_mask=False)
+                      split_activations=True, image_mask=False, remat="block")
     back = _train_config(build_parser().parse_args(shlex.split(train_command(cfg))[1:]))
     keep = ("checkpoint_every", "keep_checkpoints", "log_every")  # not in the command: they do not shape the weights
     assert dataclasses.replace(back, **{k: getattr(cfg, k) for k in keep}) == cfg
+
+
+def test_remat_is_the_stages_own_unless_a_run_names_one():
+    from ivlib.trainer import stage_for
+
+    assert stage_for(TrainConfig(workdir="w", config="toy", stage="base")).unet.remat == "none"
+    stage = stage_for(TrainConfig(workdir="w", config="toy", stage="base", remat="block"))
+    assert stage.unet.remat == "block" and stage.unet.levels == get_stage("toy", "base").unet.levels
+    with pytest.raises(ValueError, match=r"remat must be one of \('none', 'block', 'dots'\).*'blocks'"):
+        TrainConfig(workdir="w", config="toy", stage="base", remat="blocks").validate()
 
 
 def test_init_weights_grow_a_stage_by_parameters_that_start_at_zero(tmp_path):
