@@ -95,26 +95,10 @@ def _sharded_vs_single():
     max_diff = lambda xs, ys: max(float(np.max(np.abs(x - y))) for x, y in zip(xs, ys))
     ref_params, ref_ema = host(ref_state["params"]), host(ref_state["ema"])
     moved = max_diff(ref_params, host(state["params"]))
-    results = {"loss": float(ref_metrics["loss"]), "moved": moved, "meshes": {}}
-    for data, model in MESHES:
-        mesh = make_mesh(data, model)
-        sharded = shard_state(state, mesh, min_size=256)  # tiny model: shard everything of >= 256 numbers
-        specs = [s.spec for s in jax.tree.leaves(jax.tree.map(lambda x: x.sharding, sharded["params"]))]
-        new_state, metrics = step_fn(sharded, shard_batch(batch, mesh), key)
-        params = jax.tree.leaves(new_state["params"])  # bytes are measured on what the step returns
-        results["meshes"][f"{data}x{model}"] = {
-            "loss": float(metrics["loss"]),
-            "param_diff": max_diff(host(params), ref_params),
-            "ema_diff": max_diff(host(new_state["ema"]), ref_ema),
-            "sharded_leaves": sum("model" in spec for spec in specs),
-            "leaves": len(specs),
-            "devices_per_leaf": max(len(x.sharding.device_set) for x in params),
-            "param_bytes_per_device": bytes_per_device(new_state["params"]),
-            "state_bytes_arithmetic": sharded_bytes(state, model, min_size=256),
-            "state_bytes_placed": bytes_per_device(new_state),
-            "param_bytes": bytes_per_device(state["params"]),
-        }
-    # rematerialised blocks with their activations split over the model axis (`ivlib.nn.layout`): the same step
+    results = {"loss": float(ref_metrics["loss"]), "moved": moved, "meshes": {}, "plain": {}}
+    # On every mesh: the rematerialised step with activations split over the model axis (`ivlib.nn.layout`),
+    # with the state in its FSDP shards. On the 2x4 mesh also the plain FSDP step (`ivlib train`'s default):
+    # each compile is most of this test's time, and the 8x1 and 4x2 plain steps add nothing the others miss.
     import dataclasses
 
     from flax import nnx
@@ -126,25 +110,36 @@ def _sharded_vs_single():
     remat = dataclasses.replace(stage, unet=dataclasses.replace(unet, remat="block"))
     remat_def, shapes = ModelDef.split(nnx.eval_shape(lambda: VideoUNet(remat.unet, rngs=nnx.Rngs(0))))
     assert jax.tree.structure(shapes) == jax.tree.structure(state["params"])
-    results["split"] = {}
+    train_step = make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9)
+    compare = lambda new_state, metrics: {"loss": float(metrics["loss"]),
+                                          "param_diff": max_diff(host(new_state["params"]), ref_params),
+                                          "ema_diff": max_diff(host(new_state["ema"]), ref_ema)}
     for data, model in MESHES:
         mesh = make_mesh(data, model)
-        sharded = shard_state(state, mesh, min_size=256)
-        train_step = make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9)
+        sharded = shard_state(state, mesh, min_size=256)  # tiny model: shard everything of >= 256 numbers
+        specs = [s.spec for s in jax.tree.leaves(jax.tree.map(lambda x: x.sharding, sharded["params"]))]
         shardings = jax.tree.map(lambda x: x.sharding, sharded)
         step = jit_step(train_step, mesh, shardings, donate=False, split_activations=True)
         split_batch = shard_batch(batch, mesh, split_activations=True)
         text = step.lower(sharded, split_batch, key).as_text()
         # constraints jax itself emits (some versions place one on the batch) are not the blocks'
-        plain = jit_step(train_step, mesh, shardings, donate=False)
-        plain_text = plain.lower(sharded, shard_batch(batch, mesh), key).as_text()
+        plain_text = jit_step(train_step, mesh, shardings, donate=False).lower(
+            sharded, shard_batch(batch, mesh), key).as_text()
         new_state, metrics = step(sharded, split_batch, key)
-        results["split"][f"{data}x{model}"] = {
-            "loss": float(metrics["loss"]),
-            "param_diff": max_diff(host(new_state["params"]), ref_params),
-            "ema_diff": max_diff(host(new_state["ema"]), ref_ema),
+        params = jax.tree.leaves(new_state["params"])  # bytes are measured on what the step returns
+        results["meshes"][f"{data}x{model}"] = {
+            **compare(new_state, metrics),
             "constraints": text.count("sharding_constraint") - plain_text.count("sharding_constraint"),
+            "sharded_leaves": sum("model" in spec for spec in specs),
+            "leaves": len(specs),
+            "devices_per_leaf": max(len(x.sharding.device_set) for x in params),
+            "param_bytes_per_device": bytes_per_device(new_state["params"]),
+            "state_bytes_arithmetic": sharded_bytes(state, model, min_size=256),
+            "state_bytes_placed": bytes_per_device(new_state),
+            "param_bytes": bytes_per_device(state["params"]),
         }
+        if (data, model) == (2, 4):
+            results["plain"][f"{data}x{model}"] = compare(*step_fn(sharded, shard_batch(batch, mesh), key))
     # the state created directly in its shards, and the batch assembled from per-process slices
     mesh = make_mesh(2, 4)
     _, born_sharded = create_sharded_state(unet, tx, jax.random.key(0), mesh, min_size=256)
@@ -164,6 +159,7 @@ def sharded_results():
     flags = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
              "--xla_llvm_disable_expensive_passes=true")
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # every program here compiles once: caching would only add writes
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -171,10 +167,23 @@ def sharded_results():
 
 def test_sharded_step_equals_single_device_step(sharded_results):
     assert sharded_results["moved"] > 1e-3  # the step really changes the parameters
-    for name, r in sharded_results["meshes"].items():
+    assert set(sharded_results["plain"]) == {"2x4"}
+    for name, r in sharded_results["plain"].items():  # FSDP only, as `ivlib train` runs by default
         np.testing.assert_allclose(r["loss"], sharded_results["loss"], rtol=1e-5, err_msg=name)
         assert r["param_diff"] < 1e-5, (name, r["param_diff"])
         assert r["ema_diff"] < 1e-5, (name, r["ema_diff"])
+
+
+def test_split_activations_with_remat_equal_the_single_device_step(sharded_results):
+    meshes = sharded_results["meshes"]
+    assert set(meshes) == {f"{d}x{m}" for d, m in MESHES}
+    for name, r in meshes.items():
+        np.testing.assert_allclose(r["loss"], sharded_results["loss"], rtol=1e-5, err_msg=name)
+        assert r["param_diff"] < 1e-5, (name, r["param_diff"])
+        assert r["ema_diff"] < 1e-5, (name, r["ema_diff"])
+    assert meshes["8x1"]["constraints"] == 0  # no model axis: nothing to split
+    for name in ("4x2", "2x4"):  # frames and rows of every block laid out over the model axis
+        assert meshes[name]["constraints"] >= 2, meshes[name]
 
 
 def test_parameters_are_really_split_over_the_model_axis(sharded_results):
@@ -188,16 +197,6 @@ def test_parameters_are_really_split_over_the_model_axis(sharded_results):
         assert r["devices_per_leaf"] == 8  # the updated parameters still live on the whole mesh
     for name, r in meshes.items():  # the arithmetic of the memory plan = the bytes really placed
         assert r["state_bytes_arithmetic"] == r["state_bytes_placed"], name
-
-
-def test_split_activations_with_remat_equal_the_single_device_step(sharded_results):
-    for name, r in sharded_results["split"].items():
-        np.testing.assert_allclose(r["loss"], sharded_results["loss"], rtol=1e-5, err_msg=name)
-        assert r["param_diff"] < 1e-5, (name, r["param_diff"])
-        assert r["ema_diff"] < 1e-5, (name, r["ema_diff"])
-    assert sharded_results["split"]["8x1"]["constraints"] == 0  # no model axis: nothing to split
-    for name in ("4x2", "2x4"):  # frames and rows of every block laid out over the model axis
-        assert sharded_results["split"][name]["constraints"] >= 2, sharded_results["split"][name]
 
 
 def test_state_created_in_its_shards_and_process_local_batches(sharded_results):

@@ -43,7 +43,7 @@ def _runs(tmp):
     tmp = Path(tmp)
     stage = _shrunken_colab_base()
     cfg = lambda workdir, steps: TrainConfig(
-        workdir=str(tmp / workdir), config="colab", stage="base", steps=steps, batch_size=8, checkpoint_every=1,
+        workdir=str(tmp / workdir), config="colab", stage="base", steps=steps, batch_size=8, checkpoint_every=2,
         log_every=1, warmup_steps=1, text_encoder=str(t5_checkpoint(tmp / "t5")), max_text_length=16,
         dataset_options={"max_objects": 1}, model_parallel=8)
     _, whole = train(cfg("whole", 3), progress=False, stage=stage)
