@@ -25,7 +25,6 @@ limit (chapter 10). Results are saved after every compile, so an interrupted run
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -110,7 +109,7 @@ def main(argv=None):
         for stage in configs.get_cascade(config):
             if wanted and stage.name not in wanted:
                 continue
-            stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, remat=args.remat))
+            stage = stage.with_remat(args.remat)
             key = lambda r: (r["config"], r["stage"], r.get("remat", "none"), r.get("split_activations", False),
                              r.get("scheduler", "concurrency"))
             report["results"] = [r for r in report["results"]

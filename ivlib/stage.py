@@ -61,6 +61,11 @@ class Stage:
         """The same stage with a network that predicts `target` ("v", "eps" or "x"; chapter 02)."""
         return dataclasses.replace(self, unet=dataclasses.replace(self.unet, target=target))
 
+    def with_remat(self, remat: str) -> "Stage":
+        """The same stage rematerialised as `remat` says ("none", "block", "dots"; `UNetConfig.remat`, chapter 10):
+        the same parameters, recomputed activations in the backward pass."""
+        return dataclasses.replace(self, unet=dataclasses.replace(self.unet, remat=remat))
+
     @property
     def frames(self) -> int:
         return self.unet.frames

@@ -161,7 +161,7 @@ def stage_for(cfg: TrainConfig, stage: Stage | None = None) -> Stage:
     if cfg.target is not None and cfg.target != stage.unet.target:
         stage = stage.with_target(cfg.target)
     if cfg.remat is not None and cfg.remat != stage.unet.remat:
-        stage = dataclasses.replace(stage, unet=dataclasses.replace(stage.unet, remat=cfg.remat))
+        stage = stage.with_remat(cfg.remat)
     return stage
 
 

@@ -118,6 +118,7 @@ def test_remat_is_the_stages_own_unless_a_run_names_one():
     assert stage_for(TrainConfig(workdir="w", config="toy", stage="base")).unet.remat == "none"
     stage = stage_for(TrainConfig(workdir="w", config="toy", stage="base", remat="block"))
     assert stage.unet.remat == "block" and stage.unet.levels == get_stage("toy", "base").unet.levels
+    assert stage == get_stage("toy", "base").with_remat("block") and stage.with_remat("none") == get_stage("toy", "base")
     with pytest.raises(ValueError, match=r"remat must be one of \('none', 'block', 'dots'\).*'blocks'"):
         TrainConfig(workdir="w", config="toy", stage="base", remat="blocks").validate()
 

@@ -99,7 +99,6 @@ def _sharded_vs_single():
     # On every mesh: the rematerialised step with activations split over the model axis (`ivlib.nn.layout`),
     # with the state in its FSDP shards. On the 2x4 mesh also the plain FSDP step (`ivlib train`'s default):
     # each compile is most of this test's time, and the 8x1 and 4x2 plain steps add nothing the others miss.
-    import dataclasses
 
     from flax import nnx
 
@@ -107,7 +106,7 @@ def _sharded_vs_single():
     from ivlib.nn.unet import VideoUNet
     from ivlib.sharding import jit_step
 
-    remat = dataclasses.replace(stage, unet=dataclasses.replace(unet, remat="block"))
+    remat = stage.with_remat("block")
     remat_def, shapes = ModelDef.split(nnx.eval_shape(lambda: VideoUNet(remat.unet, rngs=nnx.Rngs(0))))
     assert jax.tree.structure(shapes) == jax.tree.structure(state["params"])
     train_step = make_train_step(remat_def, tx, remat, text_dropout=0.25, ema_decay=0.9)
