@@ -1,10 +1,17 @@
 """CPU speed of the toy base Video U-Net (chapter 03): forward pass and one Adam training step.
 
     python benchmarks/unet.py [--size toy|small|large|all] [--devices N] [--reps 5]
+                              [--convolutions ynnpack,xla] [--write]
 
 Prints one JSON line: this machine's float32 2048x2048 matmul rate (the "peak" we compare with), and
 per model size the parameter count, forward and training-step seconds, the FLOPs of one step from
-XLA's cost analysis and the share of the matmul peak the step reaches.
+XLA's cost analysis and the share of the matmul peak the step reaches. `--write` also saves it, with the
+CPU's model name and the command, to benchmarks/results/unet.json (chapter 03 reads it).
+
+Convolution libraries: XLA:CPU (jax 0.10) hands convolutions to YNNPACK by default ("ynnpack"); the compiler
+option `xla_cpu_experimental_ynn_fusion_type=""` keeps them in XLA's own (Eigen) kernels ("xla"). Which is
+faster depends on the shapes and the host, so `--convolutions ynnpack,xla` compiles the step once per
+library and times the programs in turn, step by step, so both see the same load; figures are per library.
 
 Sizes: the toy base stage (0.75M parameters, 8 frames of 16x16, batch 16) and, matched to a popular
 PyTorch video U-Net's measurements we compare with (our choice), small ~1.1M parameters on 8 frames
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import statistics
 import sys
 import time
@@ -27,7 +35,24 @@ def parse_args():
     parser.add_argument("--size", choices=("toy", "small", "large", "all"), default="all")
     parser.add_argument("--devices", type=int, default=1, help="XLA CPU devices to split the host into")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (median is reported)")
+    parser.add_argument("--convolutions", type=libraries, default=("ynnpack",),
+                        help="comma-separated convolution libraries to time in turn: ynnpack (XLA:CPU's default), xla")
+    parser.add_argument("--write", action="store_true", help="save the result to benchmarks/results/unet.json")
     return parser.parse_args()
+
+
+# The XLA:CPU compiler options of each convolution library (`jax.jit(..., compiler_options=...)`).
+CONVOLUTIONS = {"ynnpack": {}, "xla": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+
+
+def libraries(text: str) -> tuple:
+    """Parse --convolutions: names from CONVOLUTIONS, comma-separated, each once."""
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in CONVOLUTIONS]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise argparse.ArgumentTypeError(f"expected distinct names from {sorted(CONVOLUTIONS)}, comma-separated; "
+                                         f"got {text!r}")
+    return names
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
@@ -94,10 +119,11 @@ def matmul_peak(reps: int) -> float:
     return 2 * n**3 / timed(f, a, a, reps=max(reps, 5))[0] / 1e9
 
 
-def setup(config: UNetConfig, batch: int, devices: int) -> dict:
+def setup(config: UNetConfig, batch: int, devices: int, compiler_options: dict | None = None) -> dict:
     """The jitted forward pass and Adam training step of VideoUNet(config) on a random batch split over
     `devices` (data parallel), with their inputs: {"forward", "step", "params", "opt_state", "inputs", "key"}.
-    `step(params, opt_state, *inputs, key)` donates its state; `benchmarks/profile_step.py` profiles it."""
+    `step(params, opt_state, *inputs, key)` donates its state; `benchmarks/profile_step.py` profiles it.
+    `compiler_options` go to both jits (CONVOLUTIONS)."""
     model = nnx.jit(lambda: VideoUNet(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))))()
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(1e-4)
@@ -127,50 +153,100 @@ def setup(config: UNetConfig, batch: int, devices: int) -> dict:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    forward = jax.jit(lambda params, x, text, mask: nnx.merge(graphdef, params)(x, 0.0, text, mask))
-    return {"forward": forward, "step": jax.jit(step, donate_argnums=(0, 1)), "params": params,
+    options = compiler_options or None
+    forward = jax.jit(lambda params, x, text, mask: nnx.merge(graphdef, params)(x, 0.0, text, mask),
+                      compiler_options=options)
+    return {"forward": forward, "step": jax.jit(step, donate_argnums=(0, 1), compiler_options=options), "params": params,
             "opt_state": opt_state, "inputs": (x, text, mask), "key": jax.random.key(1)}
 
 
-def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: float) -> dict:
-    """Forward and Adam-step timings of VideoUNet(config) on a random batch."""
-    run = setup(config, batch, devices)
-    forward, step, params, opt_state, key = run["forward"], run["step"], run["params"], run["opt_state"], run["key"]
-    x, text, mask = run["inputs"]
-    forward_flops = flops_of(forward.lower(params, x, text, mask).compile(), devices)
-    step_flops = flops_of(step.lower(params, opt_state, x, text, mask, key).compile(), devices)
-    forward_s, _ = timed(forward, params, x, text, mask, reps=reps)
+def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: float, convolutions=("ynnpack",)) -> dict:
+    """Forward and Adam-step timings of VideoUNet(config) on a random batch, per convolution library.
 
-    state = [params, opt_state]
+    With several libraries each program is compiled once and the timed calls alternate between them
+    (library A, library B, A, B, ...), so that a change in the machine's load falls on all of them alike.
+    """
+    runs = {name: setup(config, batch, devices, CONVOLUTIONS[name]) for name in convolutions}
+    states = {name: [run["params"], run["opt_state"]] for name, run in runs.items()}
 
-    def train_step():
-        state[0], state[1], loss = step(state[0], state[1], x, text, mask, key)
-        return loss
+    def calls(name):
+        run, state = runs[name], states[name]
+        x, text, mask = run["inputs"]
 
-    step_s, step_cpu_s = timed(train_step, reps=reps)
-    return {
-        "params": count_params(config), "batch": batch, "frames": config.frames,
-        "height": config.height, "width": config.width,
-        "forward_s": round(forward_s, 4), "forward_gflop": round(forward_flops / 1e9, 2),
-        "forward_gflops": round(forward_flops / forward_s / 1e9, 1),
-        "step_s": round(step_s, 4), "step_cpu_s": round(step_cpu_s, 4), "step_gflop": round(step_flops / 1e9, 2),
-        "step_gflops": round(step_flops / step_s / 1e9, 1),
-        "step_share_of_matmul_peak": round(step_flops / step_s / 1e9 / peak, 3),
-    }
+        def train_step():
+            state[0], state[1], loss = run["step"](state[0], state[1], x, text, mask, run["key"])
+            return loss
+
+        return (lambda: run["forward"](state[0], x, text, mask)), train_step
+
+    flops = {}
+    for name, run in runs.items():
+        x, text, mask = run["inputs"]
+        flops[name] = (flops_of(run["forward"].lower(run["params"], x, text, mask).compile(), devices),
+                       flops_of(run["step"].lower(run["params"], run["opt_state"], x, text, mask, run["key"]).compile(),
+                                devices))
+    forward = alternating({name: calls(name)[0] for name in runs}, reps)
+    step = alternating({name: calls(name)[1] for name in runs}, reps)
+    result = {"params": count_params(config), "batch": batch, "frames": config.frames,
+              "height": config.height, "width": config.width}
+    for name in runs:
+        (forward_s, _), (step_s, step_cpu_s) = forward[name], step[name]
+        forward_flops, step_flops = flops[name]
+        result[name] = {
+            "forward_s": round(forward_s, 4), "forward_gflop": round(forward_flops / 1e9, 2),
+            "forward_gflops": round(forward_flops / forward_s / 1e9, 1),
+            "step_s": round(step_s, 4), "step_cpu_s": round(step_cpu_s, 4), "step_gflop": round(step_flops / 1e9, 2),
+            "step_gflops": round(step_flops / step_s / 1e9, 1),
+            "step_share_of_matmul_peak": round(step_flops / step_s / 1e9 / peak, 3),
+        }
+    return result
+
+
+def alternating(fns: dict, reps: int) -> dict:
+    """name -> (median wall s, median process-CPU s) of each zero-argument fn, after two warm-up calls each,
+    the timed calls taken in turn across the fns."""
+    for fn in fns.values():
+        for _ in range(2):
+            jax.block_until_ready(fn())
+    wall, cpu = {name: [] for name in fns}, {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn())
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def main(args) -> None:
     devices = min(args.devices, len(jax.devices()))
     peak = matmul_peak(args.reps)
-    result = {"benchmark": "ivlib.nn.VideoUNet on CPU", "jax": jax.__version__, "cpus": os.cpu_count(),
-              "xla_devices": devices, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    result = {"benchmark": "ivlib.nn.VideoUNet on CPU", "jax": jax.__version__, "cpu": cpu_model(),
+              "cpus": os.cpu_count(), "xla_devices": devices, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "convolutions": {name: CONVOLUTIONS[name] for name in args.convolutions},
               "load_average": round(os.getloadavg()[0], 2), "matmul_2048_gflops": round(peak, 1)}
     for size in (("toy", "small", "large") if args.size == "all" else (args.size,)):
         config, batch = sizes()[size]
         if batch % devices:
             sys.exit(f"--devices={devices} must divide the batch ({batch})")
-        result[size] = benchmark(config, batch, args.reps, devices, peak)
+        result[size] = benchmark(config, batch, args.reps, devices, peak, args.convolutions)
+    result["command"] = "python benchmarks/unet.py " + " ".join(sys.argv[1:])
     print(json.dumps(result))
+    if args.write:
+        out = pathlib.Path(__file__).resolve().parent / "results" / "unet.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
