@@ -9,11 +9,14 @@ notebooks' kernels run as a reader runs them. The cache starts empty and is dele
 JAX_COMPILATION_CACHE_DIR set by the caller is used as it is.
 """
 
+import importlib.util
 import os
+import pathlib
 import shutil
 import tempfile
 
 import jax
+import pytest
 
 _CACHE = None
 if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -24,3 +27,20 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 def pytest_unconfigure(config):
     if _CACHE is not None:
         shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """load_benchmark(name): benchmarks/<name>.py as a module (benchmarks/ is not a package), without running
+    its main; each script is loaded once per test run."""
+    loaded = {}
+
+    def load(name):
+        if name not in loaded:
+            path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+            loaded[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded[name])
+        return loaded[name]
+
+    return load

@@ -1,22 +1,14 @@
 """benchmarks/profile_step.py sorts the compiled HLO of a training step into kinds of work, with FLOPs."""
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
-
 
 @pytest.fixture(scope="module")
-def profile_step():
-    spec = importlib.util.spec_from_file_location("profile_step", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def profile_step(load_benchmark):
+    return load_benchmark("profile_step")
 
 
 class Tiny(nnx.Module):

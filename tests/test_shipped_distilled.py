@@ -102,23 +102,13 @@ def test_table1_rows_are_consistent_with_their_settings():
             np.testing.assert_allclose(flops / student[stage], 2.0, rtol=0.05)
 
 
-def _student_aug():
-    """benchmarks/student_aug.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("student_aug", ROOT / "benchmarks/student_aug.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_students_aug_snr_is_the_validation_sweeps_best_and_generate_uses_it():
+def test_students_aug_snr_is_the_validation_sweeps_best_and_generate_uses_it(load_benchmark):
     import argparse
 
     from ivlib import cli
     from ivlib.configs import toy
 
-    student_aug = _student_aug()
+    student_aug = load_benchmark("student_aug")
     sweep = json.loads(student_aug.OUT.read_text())
     assert sweep["seed"] != 0 and sweep["num_videos"] >= 64  # validation prompts, not Table 1's test draw
     assert toy.DISTILLED_AUG_SNR == sweep["best_snr"] == student_aug.best_snr(sweep["rows"])
@@ -130,8 +120,8 @@ def test_students_aug_snr_is_the_validation_sweeps_best_and_generate_uses_it():
         assert sr.aug_snr == want, (argv, distilled)
 
 
-def test_best_snr_keeps_fvd_within_the_margin():
-    student_aug = _student_aug()
+def test_best_snr_keeps_fvd_within_the_margin(load_benchmark):
+    student_aug = load_benchmark("student_aug")
     rows = {"3": {"aug_snr": 3.0, "r_precision": 0.95, "fvd": 40.0},  # best R, FVD far off: not chosen
             "5": {"aug_snr": 5.0, "r_precision": 0.80, "fvd": 30.0},  # best FVD
             "10": {"aug_snr": 10.0, "r_precision": 0.85, "fvd": 31.0}}  # within 5 %, better R: chosen

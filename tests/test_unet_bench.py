@@ -1,22 +1,15 @@
 """benchmarks/unet.py: its two convolution libraries compute the same step, and --convolutions is checked."""
 
 import argparse
-import importlib.util
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "unet.py"
-
 
 @pytest.fixture(scope="module")
-def unet_bench():
-    spec = importlib.util.spec_from_file_location("unet_bench", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def unet_bench(load_benchmark):
+    return load_benchmark("unet")
 
 
 def test_xla_convolutions_give_the_same_training_step_without_ynnpack(unet_bench):
