@@ -218,6 +218,16 @@ def alternating(fns: dict, reps: int) -> dict:
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
 
 
+def unsupported(name: str) -> str | None:
+    """Why this jaxlib cannot compile with convolution library `name`'s options (None if it can): a jaxlib
+    without YNNPACK (jax before 0.10, e.g. 0.7) rejects the option that turns it off."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CONVOLUTIONS[name] or None).lower(1.0).compile()
+    except Exception as error:  # XlaRuntimeError: "No such compile option"
+        return f"jax {jax.__version__} cannot compile with {CONVOLUTIONS[name]} ({error})"
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
     try:
@@ -231,6 +241,9 @@ def cpu_model() -> str:
 
 def main(args) -> None:
     devices = min(args.devices, len(jax.devices()))
+    for name in args.convolutions:
+        if why := unsupported(name):
+            sys.exit(f"--convolutions {name}: {why}; its convolutions are XLA's own already, use --convolutions ynnpack")
     peak = matmul_peak(args.reps)
     result = {"benchmark": "ivlib.nn.VideoUNet on CPU", "jax": jax.__version__, "cpu": cpu_model(),
               "cpus": os.cpu_count(), "xla_devices": devices, "xla_flags": os.environ.get("XLA_FLAGS", ""),
