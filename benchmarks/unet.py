@@ -93,15 +93,7 @@ def timed(fn, *args, reps):
     CPU seconds (all threads) are reported too: on a shared machine they are less sensitive to
     other processes than wall-clock time.
     """
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    wall, cpu = [], []
-    for _ in range(reps):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fn(*args))
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+    return alternating({fn: lambda: fn(*args)}, reps)[fn]
 
 
 def flops_of(compiled, devices: int) -> float:
@@ -166,30 +158,14 @@ def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: flo
     With several libraries each program is compiled once and the timed calls alternate between them
     (library A, library B, A, B, ...), so that a change in the machine's load falls on all of them alike.
     """
-    runs = {name: setup(config, batch, devices, CONVOLUTIONS[name]) for name in convolutions}
-    states = {name: [run["params"], run["opt_state"]] for name, run in runs.items()}
-
-    def calls(name):
-        run, state = runs[name], states[name]
-        x, text, mask = run["inputs"]
-
-        def train_step():
-            state[0], state[1], loss = run["step"](state[0], state[1], x, text, mask, run["key"])
-            return loss
-
-        return (lambda: run["forward"](state[0], x, text, mask)), train_step
-
-    flops = {}
-    for name, run in runs.items():
-        x, text, mask = run["inputs"]
-        flops[name] = (flops_of(run["forward"].lower(run["params"], x, text, mask).compile(), devices),
-                       flops_of(run["step"].lower(run["params"], run["opt_state"], x, text, mask, run["key"]).compile(),
-                                devices))
-    forward = alternating({name: calls(name)[0] for name in runs}, reps)
-    step = alternating({name: calls(name)[1] for name in runs}, reps)
+    forward, step, flops = {}, {}, {}
+    for name in convolutions:
+        forward[name], step[name], flops[name] = compiled_calls(setup(config, batch, devices, CONVOLUTIONS[name]),
+                                                                devices)
+    forward, step = alternating(forward, reps), alternating(step, reps)
     result = {"params": count_params(config), "batch": batch, "frames": config.frames,
               "height": config.height, "width": config.width}
-    for name in runs:
+    for name in convolutions:
         (forward_s, _), (step_s, step_cpu_s) = forward[name], step[name]
         forward_flops, step_flops = flops[name]
         result[name] = {
@@ -200,6 +176,21 @@ def benchmark(config: UNetConfig, batch: int, reps: int, devices: int, peak: flo
             "step_share_of_matmul_peak": round(step_flops / step_s / 1e9 / peak, 3),
         }
     return result
+
+
+def compiled_calls(run: dict, devices: int) -> tuple:
+    """(forward(), train_step(), (forward FLOPs, step FLOPs)) of a `setup` run. Each program is compiled once,
+    its FLOPs read from it and the compiled program itself timed; train_step carries the donated state on."""
+    x, text, mask, key = *run["inputs"], run["key"]
+    forward = run["forward"].lower(run["params"], x, text, mask).compile()
+    step = run["step"].lower(run["params"], run["opt_state"], x, text, mask, key).compile()
+    state = [run["params"], run["opt_state"]]
+
+    def train_step():
+        state[0], state[1], loss = step(state[0], state[1], x, text, mask, key)
+        return loss
+
+    return (lambda: forward(state[0], x, text, mask)), train_step, (flops_of(forward, devices), flops_of(step, devices))
 
 
 def alternating(fns: dict, reps: int) -> dict:

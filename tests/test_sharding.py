@@ -99,7 +99,6 @@ def _sharded_vs_single():
     # On every mesh: the rematerialised step with activations split over the model axis (`ivlib.nn.layout`),
     # with the state in its FSDP shards. On the 2x4 mesh also the plain FSDP step (`ivlib train`'s default):
     # each compile is most of this test's time, and the 8x1 and 4x2 plain steps add nothing the others miss.
-
     from flax import nnx
 
     from ivlib.nn.model_def import ModelDef
