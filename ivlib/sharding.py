@@ -77,16 +77,36 @@ def shard_batch(batch, mesh, split_activations: bool = False):
     return jax.device_put(batch, batch_sharding(mesh, split_activations))
 
 
-def shard_process_batch(local_batch, mesh):
-    """Multi-host: build the global batch from each process's own slice `(B / processes, ...)` (chapter 10).
+def shard_process_batch(local_batch, mesh, split_activations: bool = False):
+    """Multi-host: build the global batch from each process's own slice (chapter 10).
 
     Every process (one per TPU host, after `jax.distributed.initialize()`) passes the examples it
-    loaded; together they form the global batch, split over every device as `shard_batch` does. On one
-    process it equals `shard_batch`.
+    loaded; together they form the global batch, split as `shard_batch` splits it. Each process loads
+    `(B / processes, ...)`, or, with split_activations, the examples of the model groups that its devices
+    belong to (`process_groups`; a group spread over two hosts is loaded by both, with the same examples).
+    On one process it equals `shard_batch`.
     """
-    sharding = batch_sharding(mesh)
-    return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-            for name, value in local_batch.items()}
+    sharding = batch_sharding(mesh, split_activations)
+    if not split_activations:
+        return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+                for name, value in local_batch.items()}
+    groups = process_groups(mesh)
+    out = {}
+    for name, value in local_batch.items():
+        value = np.asarray(value)
+        if value.ndim == 0 or value.shape[0] % len(groups):
+            raise ValueError(f"local_batch[{name!r}] has shape {value.shape}: its leading axis must hold the same "
+                             f"number of examples for each of this process's {len(groups)} model groups")
+        global_shape = (value.shape[0] // len(groups) * mesh.shape["data"], *value.shape[1:])
+        out[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+    return out
+
+
+def process_groups(mesh) -> list:
+    """The model groups (indices along "data") that have a device on this process, in order: the examples
+    this process loads when the devices of a group share their examples (`shard_process_batch`)."""
+    me = jax.process_index()
+    return [i for i, row in enumerate(mesh.devices) if any(d.process_index == me for d in np.ravel(row))]
 
 
 # [start-param-spec]

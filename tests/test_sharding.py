@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from ivlib.sharding import (MIN_SHARD_SIZE, batch_sharding, bytes_per_device, make_mesh, param_spec, shard_batch,
-                            sharded_bytes, state_shardings)
+                            shard_process_batch, sharded_bytes, state_shardings)
 
 MESHES = ((8, 1), (4, 2), (2, 4))
 
@@ -57,6 +57,8 @@ def test_make_mesh_and_shard_batch_check_their_inputs():
     assert batch["video"].sharding == batch_sharding(mesh)
     with pytest.raises(ValueError, match="leading .batch. axis"):
         shard_batch({"video": np.zeros((), np.float32)}, mesh)
+    with pytest.raises(ValueError, match="model groups"):
+        shard_process_batch({"video": np.zeros((), np.float32)}, mesh, split_activations=True)
 
 
 # ------------------------------------------------------------------ 8 simulated devices, in a subprocess
@@ -66,7 +68,7 @@ def _sharded_vs_single():
 
     from ivlib.stage import Stage
     from ivlib.nn.unet import Level, UNetConfig
-    from ivlib.sharding import create_sharded_state, shard_process_batch, shard_state
+    from ivlib.sharding import create_sharded_state, process_groups, shard_process_batch, shard_state
     from ivlib.train import create_state, make_train_step
 
     assert len(jax.devices()) == 8, jax.devices()
@@ -148,6 +150,10 @@ def _sharded_vs_single():
     local = shard_process_batch(batch, mesh)
     results["process_batch_equal"] = all(
         np.array_equal(np.asarray(local[k]), batch[k]) and local[k].sharding == batch_sharding(mesh) for k in batch)
+    split = shard_process_batch(batch, mesh, split_activations=True)  # one process: every model group is its own
+    results["process_groups"] = process_groups(mesh)
+    results["process_batch_split_equal"] = all(
+        np.array_equal(np.asarray(split[k]), batch[k]) and split[k].sharding == batch_sharding(mesh, True) for k in batch)
     return results
 
 
@@ -201,6 +207,8 @@ def test_state_created_in_its_shards_and_process_local_batches(sharded_results):
     assert sharded_results["born_sharded_diff"] < 1e-6
     assert sharded_results["born_sharded_specs_match"]
     assert sharded_results["process_batch_equal"]
+    assert sharded_results["process_groups"] == [0, 1]  # one process holds both groups of the 2x4 mesh
+    assert sharded_results["process_batch_split_equal"]
 
 
 if __name__ == "__main__":
