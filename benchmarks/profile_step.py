@@ -21,6 +21,15 @@ and matmuls the FLOPs of each instruction are read from its shapes, so each cate
 GFLOP/s, beside this machine's float32 2048^2 matmul rate: which kinds of work run below what the CPU
 can do. Thunks may overlap on several threads, so shares are of the summed thunk time, which the
 script prints beside the step's wall-clock time. Writes benchmarks/results/profile_<size>.json.
+
+With `--convolutions xla` (XLA's own convolution kernels, `benchmarks/unet.py --convolutions xla`) the
+profiler cannot time the convolutions: their thunks hand the work to Eigen's thread pool and return before
+it is done. So each convolution of the step is timed on its own instead, compiled with the same options:
+every distinct nn.Conv call (its weights and input shape) forward, input gradient and weight gradient,
+times the number of such calls (the first convolution's input gradient, which the step never computes, is
+counted too: it has 3 input channels). The other categories keep their thunk times; "unattributed" is what
+is left of the step's wall-clock time: the thunks' gaps, and convolutions running slower inside the step
+than alone. Writes benchmarks/results/profile_<size>_xla.json.
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ def parse_args():
     parser.add_argument("--size", choices=("toy", "small", "large"), default="toy")
     parser.add_argument("--devices", type=int, default=1, help="XLA CPU devices to split the host into")
     parser.add_argument("--reps", type=int, default=3, help="profiled training steps (after two warm-up steps)")
+    parser.add_argument("--convolutions", choices=("ynnpack", "xla"), default="ynnpack",
+                        help="the convolution library (benchmarks/unet.py's CONVOLUTIONS); with xla, convolutions are "
+                             "timed one by one in isolation (see the module's docstring)")
     return parser.parse_args()
 
 
@@ -60,11 +72,13 @@ import unet as unet_bench  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCOPES = ("conv", "attention", "dense", "norm")  # innermost wins: attention's projections are "dense"
+CONV_SETTINGS = ("in_features", "out_features", "kernel_size", "strides", "padding", "feature_group_count", "use_bias")
 
 
 @contextlib.contextmanager
-def scoped_layers():
-    """Label the HLO of the U-Net's layers with named scopes (SCOPES) while tracing; undone on exit."""
+def scoped_layers(conv_calls: list | None = None):
+    """Label the HLO of the U-Net's layers with named scopes (SCOPES) while tracing; undone on exit.
+    conv_calls: if a list, each nnx.Conv call traced appends (its CONV_SETTINGS, input shape) to it."""
     from flax import nnx
 
     import ivlib.nn.attention as attention_module
@@ -76,6 +90,10 @@ def scoped_layers():
     def wrap(fn, scope):
         @functools.wraps(fn)
         def scoped(*args, **kwargs):
+            if scope == "conv" and conv_calls is not None:  # its settings, not the module: its weights are tracers
+                conv = args[0]
+                settings = {name: getattr(conv, name) for name in CONV_SETTINGS}
+                conv_calls.append((tuple(sorted(settings.items(), key=lambda kv: kv[0])), tuple(args[1].shape)))
             with jax.named_scope(scope):
                 return fn(*args, **kwargs)
         return scoped
@@ -228,10 +246,52 @@ def thunk_times(step, state, inputs, key, reps: int) -> tuple[dict, float]:
     return times, wall
 
 
-def profile(size: str, devices: int, reps: int) -> dict:
+def isolated_convs(conv_calls: list, options: dict, reps: int) -> dict:
+    """{"conv forward" | "conv input-grad" | "conv weight-grad": {"ms", "gflop", "thunks"}}: each distinct
+    nn.Conv call of `conv_calls` ((module, input shape) pairs, `scoped_layers`) compiled on its own with
+    `options` and timed (best of `reps` after a warm-up) forward, input gradient and weight gradient, times
+    the number of its calls. FLOPs are 2 x output elements x kernel taps x input features, each way."""
+    import time
+
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    rows = {kind: {"ms": 0.0, "gflop": 0.0, "thunks": 0} for kind in ("forward", "input-grad", "weight-grad")}
+    for (settings, shape), calls in collections.Counter(conv_calls).items():
+        module = nnx.Conv(**dict(settings), rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(module)
+        apply = lambda p, x: nnx.merge(graphdef, p)(x)  # noqa: E731
+        x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
+        out = jax.eval_shape(apply, params, x)
+        cotangent = jnp.ones(out.shape, out.dtype)
+        programs = {"forward": lambda p, x: apply(p, x),
+                    "input-grad": lambda p, x: jax.vjp(lambda x: apply(p, x), x)[1](cotangent)[0],
+                    "weight-grad": lambda p, x: jax.vjp(lambda p: apply(p, x), p)[1](cotangent)[0]}
+        flops = 2.0 * math.prod(out.shape) * math.prod(module.kernel.shape[:-1])
+        for kind, fn in programs.items():
+            compiled = jax.jit(fn, compiler_options=options or None).lower(params, x).compile()
+            jax.block_until_ready(compiled(params, x))
+            best = math.inf
+            for _ in range(reps):
+                start = time.perf_counter()
+                jax.block_until_ready(compiled(params, x))
+                best = min(best, time.perf_counter() - start)
+            rows[kind]["ms"] += 1e3 * best * calls
+            rows[kind]["gflop"] += flops * calls / 1e9
+            rows[kind]["thunks"] += calls
+    return {f"conv {kind}": r for kind, r in rows.items()}
+
+
+def profile(size: str, devices: int, reps: int, convolutions: str = "ynnpack") -> dict:
     config, batch = unet_bench.sizes()[size]
-    with scoped_layers():
-        run = unet_bench.setup(config, batch, devices)
+    options = unet_bench.CONVOLUTIONS[convolutions]
+    if convolutions != "ynnpack" and devices != 1:
+        raise SystemExit("profile_step.py: --convolutions xla times convolutions in isolation on one device; "
+                         f"give --devices 1 (got {devices})")
+    conv_calls = []
+    with scoped_layers(conv_calls):
+        run = unet_bench.setup(config, batch, devices, options)
         state, inputs, key = (run["params"], run["opt_state"]), run["inputs"], run["key"]
         compiled = run["step"].lower(*state, *inputs, key).compile()
     labels = categorize(parse_hlo(compiled.as_text()))
@@ -243,15 +303,22 @@ def profile(size: str, devices: int, reps: int) -> dict:
             rows[category]["ms"] += times[name] / 1e3 / reps
             rows[category]["gflop"] += devices * flops / 1e9
             rows[category]["thunks"] += 1
+    if convolutions != "ynnpack":  # the conv thunks' times are not the convolutions' (the docstring): time them alone
+        rows.update(isolated_convs(conv_calls, options, reps))
+        attributed = sum(r["ms"] for r in rows.values())
+        rows["unattributed"] = {"ms": max(wall * 1e3 - attributed, 0.0), "gflop": 0.0, "thunks": 0}
+        top = [name for name in top if not labels[name][0].startswith("conv")]
     total = sum(r["ms"] for r in rows.values())
+    unattributed = rows["unattributed"]["ms"] if "unattributed" in rows else 0.0
     peak = unet_bench.matmul_peak(3)
     table = {}
     for category, r in sorted(rows.items(), key=lambda kv: -kv[1]["ms"]):
         table[category] = {"ms": round(r["ms"], 2), "share": round(r["ms"] / total, 3), "thunks": r["thunks"],
                            "gflop": round(r["gflop"], 2),
                            "gflops": round(r["gflop"] / (r["ms"] / 1e3), 1) if r["gflop"] and r["ms"] else None}
-    return {"size": size, "params": unet_bench.count_params(config), "batch": batch, "devices": devices,
-            "reps": reps, "step_wall_ms": round(wall * 1e3, 1), "thunk_ms": round(total, 1),
+    return {"size": size, "convolutions": convolutions, "params": unet_bench.count_params(config), "batch": batch,
+            "devices": devices,
+            "reps": reps, "step_wall_ms": round(wall * 1e3, 1), "thunk_ms": round(total - unattributed, 1),
             "matched_thunks": sum(r["thunks"] for r in rows.values()), "matmul_2048_gflops": round(peak, 1),
             "xla_gflop": round(unet_bench.flops_of(compiled, devices) / 1e9, 2),
             "parsed_gflop": round(sum(r["gflop"] for r in rows.values()), 2),
@@ -262,7 +329,9 @@ def profile(size: str, devices: int, reps: int) -> dict:
 
 
 def main(args) -> None:
-    result = profile(args.size, min(args.devices, len(jax.devices())), args.reps)
+    if args.convolutions != "ynnpack" and unet_bench.unsupported(args.convolutions):
+        raise SystemExit(f"profile_step.py: {unet_bench.unsupported(args.convolutions)}")
+    result = profile(args.size, min(args.devices, len(jax.devices())), args.reps, args.convolutions)
     print(f"{args.size}: {result['params'] / 1e6:.2f}M parameters, batch {result['batch']}, "
           f"step {result['step_wall_ms']} ms wall, {result['thunk_ms']} ms summed over thunks; "
           f"matmul peak {result['matmul_2048_gflops']} GFLOP/s; {result['parsed_gflop']} GFLOP in convolutions "
@@ -271,7 +340,8 @@ def main(args) -> None:
     for category, r in result["categories"].items():
         rate = f"{r['gflops']:9.1f}" if r["gflops"] else f"{'':>9}"
         print(f"{category:>22}{r['ms']:9.1f}{r['share']:8.1%}{r['gflop']:9.2f}{rate}")
-    out = ROOT / "benchmarks" / "results" / f"profile_{args.size}.json"
+    suffix = "" if args.convolutions == "ynnpack" else f"_{args.convolutions}"
+    out = ROOT / "benchmarks" / "results" / f"profile_{args.size}{suffix}.json"
     out.write_text(json.dumps({**result, "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:])},
                               indent=1))
     print(f"wrote {out}")

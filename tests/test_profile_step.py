@@ -47,3 +47,21 @@ def test_categories_and_conv_flops_of_a_gradient(profile_step):
     conv_flops = {flops for category, flops in labels.values() if category.startswith("conv") and flops}
     assert conv_flops == {2.0 * 2 * 8 * 8 * 16 * 3 * 3 * 8}
     assert (nnx.Conv.__call__, attention.attend) == originals  # the labels are undone on exit
+
+
+def test_conv_calls_are_recorded_and_timed_alone(profile_step):
+    """--convolutions xla: each nn.Conv call's settings and input shape are recorded while tracing, and every
+    distinct call is timed on its own three ways, counted as often as it was called, with its FLOPs."""
+    calls = []
+    with profile_step.scoped_layers(calls):
+        model = Tiny(nnx.Rngs(0))
+        graphdef, params = nnx.split(model, nnx.Param)
+        jax.jit(lambda p, x: nnx.merge(graphdef, p)(x) + nnx.merge(graphdef, p)(x)).lower(params, jnp.ones((2, 8, 8, 8)))
+    assert len(calls) == 2 and calls[0] == calls[1]
+    settings, shape = calls[0]
+    assert dict(settings)["in_features"] == 8 and dict(settings)["out_features"] == 16 and shape == (2, 8, 8, 8)
+    rows = profile_step.isolated_convs(calls, {}, reps=1)
+    assert set(rows) == {"conv forward", "conv input-grad", "conv weight-grad"}
+    for row in rows.values():
+        assert row["thunks"] == 2 and row["ms"] > 0
+        assert row["gflop"] == pytest.approx(2 * 2.0 * 2 * 8 * 8 * 16 * 3 * 3 * 8 / 1e9)
