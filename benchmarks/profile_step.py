@@ -1,6 +1,6 @@
 """Where the time of one Video U-Net training step goes on this CPU, by kind of work (chapter 03; issue: speed).
 
-    python benchmarks/profile_step.py [--size toy|small|large] [--devices N] [--reps 3]
+    python benchmarks/profile_step.py [--size toy|small|large] [--devices N] [--reps 3] [--convolutions ynnpack|xla]
 
 Profiles the step of `benchmarks/unet.py` (same model, batch and Adam update) with `jax.profiler`: XLA:CPU
 runs one "thunk" per top-level HLO instruction and the profiler times each. Every instruction is put in
