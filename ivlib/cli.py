@@ -281,7 +281,7 @@ def _train_config(args):
                        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
                        init_weights=args.init_weights, image_mask=not args.no_image_mask,
                        model_parallel=args.model_parallel, split_activations=args.split_activations,
-                       remat=args.remat)
+                       remat=args.remat, relative_keys_from=args.relative_keys_from)
 
 
 def _distill(args):
@@ -491,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fraction of each batch that is packed still images (chapter 07; toy datasets)")
     tr.add_argument("--no-image-mask", action="store_true",
                     help="treat packed still images as videos: their temporal layers are not bypassed (chapter 07)")
+    tr.add_argument("--relative-keys-from", type=_natural, default=0,
+                    help="hold temporal attention's relative keys at zero until this step, then let them learn "
+                         "(chapter 04, 'Which way?'; default 0: from the start)")
     tr.add_argument("--init-weights", default=None,
                     help="start from this weight file of the same stage (e.g. the shipped one) instead of random weights")
     tr.set_defaults(run=_train)

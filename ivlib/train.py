@@ -113,7 +113,21 @@ def diffusion_loss(model: VideoUNet, batch, key, stage: Stage, text_dropout=0.1,
 # [end-loss]
 
 
-def make_train_step(model_def: ModelDef, tx, stage: Stage, text_dropout=0.1, ema_decay=0.999, aug_max_t=0.6):
+def hold_until(grads, name: str, step, until: int):
+    """`grads` with the gradient of every parameter called `name` (e.g. "rel_keys") zero before step `until`:
+    with Adam such a parameter does not move, so one that starts at zero joins training at step `until`."""
+    if not until:
+        return grads
+
+    def held(path, g):
+        named = any(getattr(k, "key", getattr(k, "name", None)) == name for k in path)
+        return jnp.where(step >= until, g, jnp.zeros_like(g)) if named else g
+
+    return jax.tree_util.tree_map_with_path(held, grads)
+
+
+def make_train_step(model_def: ModelDef, tx, stage: Stage, text_dropout=0.1, ema_decay=0.999, aug_max_t=0.6,
+                    relative_keys_from: int = 0):
     """One optimisation step as a pure function (chapter 04): (state, batch, key) -> (state, metrics).
     Callers compile it: `jax.jit(step)` on one device, `ivlib.sharding.jit_step(step, mesh, shardings)` on a
     mesh (state split by the partition rule and donated; what `ivlib train` and `ivlib.memory` both run).
@@ -121,7 +135,9 @@ def make_train_step(model_def: ModelDef, tx, stage: Stage, text_dropout=0.1, ema
     batch: {"video" (B,F,H,W,C), "text" (B,L,D), "text_mask" (B,L) bool, "is_image" (B,) bool,
     and for SR stages "cond": the clean previous-stage video}. The network learns `stage.unet.target`.
     The weights' EMA (`ivlib.loop.ema_update`) warms up as min(ema_decay, (1 + step) / (10 + step)) so
-    short runs already have useful EMA weights.
+    short runs already have useful EMA weights. relative_keys_from: temporal attention's relative keys (which
+    start at zero) are held at zero until this step (`hold_until`), then learn: the growth of chapter 04's
+    "Which way?" in one run.
     """
 
     def loss_fn(params, batch, key):
@@ -129,6 +145,7 @@ def make_train_step(model_def: ModelDef, tx, stage: Stage, text_dropout=0.1, ema
 
     def train_step(state, batch, key):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+        grads = hold_until(grads, "rel_keys", state["step"], relative_keys_from)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
         return apply_gradients(state, grads, tx, ema_decay), metrics
 

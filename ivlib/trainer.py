@@ -63,6 +63,9 @@ class TrainConfig:
     # another setting
     remat: str | None = None
     image_mask: bool = True  # image samples bypass the temporal layers (chapter 07); False treats them as videos
+    # temporal attention's relative keys (zero at the start) are held at zero until this step, then learn (chapter
+    # 04, "Which way?": keys grown into a trained network learn which way a digit moves); 0: from the start
+    relative_keys_from: int = 0
 
     def resolved(self) -> "TrainConfig":
         """This config with the text settings it leaves to its cascade config filled in (`text_settings`): what
@@ -87,6 +90,9 @@ class TrainConfig:
         check_text_encoder_name(self.text_encoder)
         if self.remat is not None and self.remat not in REMAT:
             raise ValueError(f"remat must be one of {REMAT} (or None: the stage's own), got {self.remat!r}")
+        if isinstance(self.relative_keys_from, bool) or not isinstance(self.relative_keys_from, int) \
+                or self.relative_keys_from < 0:
+            raise ValueError(f"relative_keys_from must be a step (an integer >= 0), got {self.relative_keys_from!r}")
         if not isinstance(self.split_activations, bool):
             raise ValueError(f"split_activations must be True or False, got {self.split_activations!r}")
         if isinstance(self.model_parallel, bool) or not isinstance(self.model_parallel, int) or self.model_parallel < 1:
@@ -235,6 +241,8 @@ def train_command(cfg: TrainConfig) -> str:
         parts.append("--split-activations")
     if not cfg.image_mask:
         parts.append("--no-image-mask")
+    if cfg.relative_keys_from:
+        parts.append(f"--relative-keys-from {cfg.relative_keys_from}")
     return " ".join(parts)
 
 
@@ -344,7 +352,11 @@ def train(cfg: TrainConfig, progress=True, text_cache=None, stage=None):
         source.precompute_text(workdir / TEXT_CACHE, step)
 
     # the program `ivlib.memory.compile_sharded_step` plans: state in its shards, donated; batch over every device
-    step_fn = jit_step(make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t),
+    if cfg.relative_keys_from and not getattr(stage.unet, "relative_keys", False):
+        raise ValueError(f"relative_keys_from {cfg.relative_keys_from}: stage {stage.name!r} of config "
+                         f"{cfg.config!r} has no relative keys in its temporal attention")
+    step_fn = jit_step(make_train_step(model_def, tx, stage, cfg.text_dropout, cfg.ema_decay, cfg.aug_max_t,
+                                       cfg.relative_keys_from),
                        mesh, shardings, split_activations=cfg.split_activations)
     batches = lambda step: shard_batch(source(step), mesh, cfg.split_activations)
     state = fit(step_fn, state, batches, workdir=workdir, steps=cfg.steps,

@@ -143,6 +143,31 @@ def test_init_weights_grow_a_stage_by_parameters_that_start_at_zero(tmp_path):
     assert load_weights(plain, tmp_path / "b" / "ema.safetensors")[0].unet.relative_keys is True
 
 
+def test_relative_keys_held_at_zero_until_their_step(tmp_path):
+    """--relative-keys-from N: the relative keys (params and EMA) stay exactly zero for N steps, then learn (the
+    run resumed past N); the recorded command says so; a stage without them refuses the setting."""
+    plain = Stage("tiny", "base", dataclasses.replace(TINY.unet, levels=(Level(8, 1, False, "attention"),)))
+    grown = dataclasses.replace(plain, unet=dataclasses.replace(plain.unet, relative_keys=True))
+
+    def rel_keys(state):
+        return [np.abs(np.asarray(v)).max() for p, v in jax.tree_util.tree_flatten_with_path(state)[0]
+                if "rel_keys" in jax.tree_util.keystr(p)]
+
+    # the attention's output projection starts at zero and the first step's learning rate is 0 (warm-up): unheld,
+    # the relative keys first move at the 4th step
+    _, free = train(_cfg(tmp_path / "free", steps=4, warmup_steps=1), progress=False, stage=grown)
+    assert len(rel_keys(free["params"])) == 4 and min(rel_keys(free["params"])) > 0
+    _, held = train(_cfg(tmp_path / "a", steps=4, warmup_steps=1, relative_keys_from=4), progress=False, stage=grown)
+    assert max(rel_keys(held["params"]) + rel_keys(held["ema"])) == 0.0
+    _, joined = train(_cfg(tmp_path / "a", steps=5, warmup_steps=1, relative_keys_from=4), progress=False, stage=grown)
+    assert min(rel_keys(joined["params"])) > 0  # the 5th step (step index 4) moved them
+    assert "--relative-keys-from 2" in train_command(_cfg(tmp_path / "a", relative_keys_from=2))
+    with pytest.raises(ValueError, match="has no relative keys"):
+        train(_cfg(tmp_path / "b", steps=1, relative_keys_from=2), progress=False, stage=plain)
+    with pytest.raises(ValueError, match="relative_keys_from must be a step"):
+        _cfg(tmp_path / "c", relative_keys_from=-1).validate()
+
+
 def test_init_weights_of_another_text_encoder_or_target_are_refused(tmp_path):
     _, trained = train(_cfg(tmp_path / "a", steps=1), progress=False, stage=TINY)
     path = tmp_path / "a" / "ema.safetensors"
