@@ -391,7 +391,7 @@ def checkpoint_state(workdir, cfg: TrainConfig, stage: Stage, step=None):
     restored onto shapes (`jax.eval_shape`): no network is initialised first (chapter 04; benchmarks)."""
     import orbax.checkpoint as ocp
 
-    workdir = pathlib.Path(workdir)
+    workdir = pathlib.Path(workdir).absolute()  # orbax wants an absolute path
     tx = default_optimizer(cfg.learning_rate, cfg.warmup_steps)
     shapes = jax.eval_shape(lambda key: create_state(stage.unet, tx, key)[1], jax.random.PRNGKey(0))
     abstract = abstract_like(shapes, jax.sharding.SingleDeviceSharding(jax.devices()[0]))

@@ -138,3 +138,14 @@ def test_update_metadata_adds_entries_and_keeps_every_parameter(tmp_path):
     for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(load_params(path, params))):
         np.testing.assert_array_equal(x, y)
     assert not (tmp_path / "w.tmp").exists()
+
+
+def test_checkpoint_state_reads_a_relative_workdir(tmp_path, monkeypatch):
+    """checkpoint_state takes the work directory as a user gives it, relative to the current one."""
+    cfg = _cfg(tmp_path / "run", steps=2)
+    _, state = train(cfg, progress=False, stage=TINY)
+    monkeypatch.chdir(tmp_path)
+    restored = trainer.checkpoint_state("run", cfg, TINY, step=2)
+    assert int(restored["step"]) == 2
+    for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(state["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
