@@ -12,6 +12,8 @@ levels (16x16 and 8x8), and differs in one thing:
   from-scratch   the whole recipe of the shipped base in one run from step 0: random-t5, relative keys in
                  temporal attention (chapter 04, "Which way?"), half of every batch still images (chapter 07),
                  two simulated CPU devices (`train from-scratch --steps 6000 --cpu-devices 2`)
+  keys-from-2500 from-scratch, with the relative keys held at zero until step 2500 and grown from there, as
+                 "Which way?" grew them into the trained base (`train keys-from-2500 --steps 5000 --cpu-devices 4`)
 and the row "previous" is the base model shipped before this ablation: the random toy T5 with
 cross-attention at 8x8 only, 1400 steps, otherwise the same command (`--previous` scores its weight file).
 
@@ -41,6 +43,9 @@ ARMS = {
     "random-t5": {"workdir": "runs/ablation/random-t5", "args": ["--text-encoder", "toy-t5-random"]},
     "from-scratch": {"workdir": "runs/ablation/from-scratch",
                      "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5", "--checkpoint-every", "250"]},
+    "keys-from-2500": {"workdir": "runs/relkeys-from-2500",
+                       "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5", "--checkpoint-every", "250",
+                                "--relative-keys-from", "2500"]},
 }
 GUIDANCE = 0.0  # the recipe's own model, no guidance: chapter 08 sweeps w on the model the recipe makes
 
