@@ -44,8 +44,8 @@ ARMS = {
     "from-scratch": {"workdir": "runs/ablation/from-scratch",
                      "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5", "--checkpoint-every", "250"]},
     "keys-from-2500": {"workdir": "runs/relkeys-from-2500",
-                       "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5", "--checkpoint-every", "250",
-                                "--relative-keys-from", "2500"]},
+                       "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5",
+                                "--checkpoint-every", "250", "--relative-keys-from", "2500"]},
 }
 GUIDANCE = 0.0  # the recipe's own model, no guidance: chapter 08 sweeps w on the model the recipe makes
 

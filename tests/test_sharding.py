@@ -153,7 +153,8 @@ def _sharded_vs_single():
     split = shard_process_batch(batch, mesh, split_activations=True)  # one process: every model group is its own
     results["process_groups"] = process_groups(mesh)
     results["process_batch_split_equal"] = all(
-        np.array_equal(np.asarray(split[k]), batch[k]) and split[k].sharding == batch_sharding(mesh, True) for k in batch)
+        np.array_equal(np.asarray(split[k]), batch[k]) and split[k].sharding == batch_sharding(mesh, True)
+        for k in batch)
     return results
 
 
