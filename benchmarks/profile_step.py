@@ -93,7 +93,7 @@ def scoped_layers(conv_calls: list | None = None):
             if scope == "conv" and conv_calls is not None:  # its settings, not the module: its weights are tracers
                 conv = args[0]
                 settings = {name: getattr(conv, name) for name in CONV_SETTINGS}
-                conv_calls.append((tuple(sorted(settings.items(), key=lambda kv: kv[0])), tuple(args[1].shape)))
+                conv_calls.append((tuple(settings.items()), tuple(args[1].shape)))
             with jax.named_scope(scope):
                 return fn(*args, **kwargs)
         return scoped
@@ -248,7 +248,7 @@ def thunk_times(step, state, inputs, key, reps: int) -> tuple[dict, float]:
 
 def isolated_convs(conv_calls: list, options: dict, reps: int) -> dict:
     """{"conv forward" | "conv input-grad" | "conv weight-grad": {"ms", "gflop", "thunks"}}: each distinct
-    nn.Conv call of `conv_calls` ((module, input shape) pairs, `scoped_layers`) compiled on its own with
+    nn.Conv call of `conv_calls` ((settings, input shape) pairs, `scoped_layers`) compiled on its own with
     `options` and timed (best of `reps` after a warm-up) forward, input gradient and weight gradient, times
     the number of its calls. FLOPs are 2 x output elements x kernel taps x input features, each way."""
     import time
@@ -329,8 +329,9 @@ def profile(size: str, devices: int, reps: int, convolutions: str = "ynnpack") -
 
 
 def main(args) -> None:
-    if args.convolutions != "ynnpack" and unet_bench.unsupported(args.convolutions):
-        raise SystemExit(f"profile_step.py: {unet_bench.unsupported(args.convolutions)}")
+    why = unet_bench.unsupported(args.convolutions) if args.convolutions != "ynnpack" else None
+    if why:
+        raise SystemExit(f"profile_step.py: {why}")
     result = profile(args.size, min(args.devices, len(jax.devices())), args.reps, args.convolutions)
     print(f"{args.size}: {result['params'] / 1e6:.2f}M parameters, batch {result['batch']}, "
           f"step {result['step_wall_ms']} ms wall, {result['thunk_ms']} ms summed over thunks; "
