@@ -397,7 +397,7 @@ def _export(args):
         _check_writable(args.out, "--out", suffixes=(".safetensors",))
     from ivlib.trainer import export_ema
 
-    path, step = export_ema(args.workdir, args.out)
+    path, step = export_ema(args.workdir, args.out, args.step)
     print(f"wrote the EMA weights of step {step} to {path}")
 
 
@@ -554,9 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--out", default="", help="default: ivlib/assets/weights/attributes.safetensors")
     ta.set_defaults(run=_train_attributes)
 
-    ex = commands.add_parser("export", help="write the EMA weights of a run's newest checkpoint (safe while it trains)")
+    ex = commands.add_parser("export", help="write the EMA weights of a run's checkpoint (safe while it trains)")
     ex.add_argument("--workdir", required=True)
     ex.add_argument("--out", default=None, help="default: <workdir>/ema.safetensors")
+    ex.add_argument("--step", type=_natural, default=None, help="the checkpoint's step (default: the newest)")
     ex.set_defaults(run=_export)
     for command in commands.choices.values():  # --debug after the command name too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -401,10 +401,11 @@ def checkpoint_state(workdir, cfg: TrainConfig, stage: Stage, step=None):
     return manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
 
 
-def export_ema(workdir, out=None):
-    """Write the EMA weights of the newest checkpoint in `workdir` to `out` (default <workdir>/ema.safetensors)
-    without touching the run — safe while it is still training (chapter 04). The file's training config
-    records the checkpoint's step as --steps: the command that makes exactly these weights."""
+def export_ema(workdir, out=None, step=None):
+    """Write the EMA weights of the checkpoint at `step` (default: the newest) in `workdir` to `out` (default
+    <workdir>/ema.safetensors) without touching the run — safe while it is still training (chapter 04). The
+    file's training config records the checkpoint's step as --steps: the command that makes exactly these
+    weights."""
     workdir = pathlib.Path(workdir).absolute()
     config_file = workdir / "config.json"
     if not config_file.is_file():
@@ -417,7 +418,11 @@ def export_ema(workdir, out=None):
     out = pathlib.Path(out or workdir / "ema.safetensors")
     if out.is_dir():
         raise ValueError(f"out {out} is a directory; give the path of the weight file to write")
-    state = checkpoint_state(workdir, cfg, stage)
+    if step is not None:
+        kept = sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
+        if int(step) not in kept:
+            raise FileNotFoundError(f"no checkpoint of step {step} in {workdir / 'checkpoints'}; kept: {kept}")
+    state = checkpoint_state(workdir, cfg, stage, step)
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
     step = int(state["step"])

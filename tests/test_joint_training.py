@@ -97,6 +97,11 @@ def test_a_run_from_init_weights_records_every_command_and_step_before_it(tmp_pa
     meta = read_metadata(out)
     assert step == 1 and meta["total_steps"] == 6 and len(meta["commands"]) == 3
     assert meta["commands"][-1] == train_command(third.resolved())
+    out, step = export_ema(tmp_path / "b", tmp_path / "b2.safetensors", step=2)  # an older checkpoint, by its step
+    meta = read_metadata(out)
+    assert step == 2 and meta["total_steps"] == 4 and " --steps 2 " in meta["commands"][-1] + " "
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 7 .*kept: \[2, 3\]"):
+        export_ema(tmp_path / "b", tmp_path / "b7.safetensors", step=7)
 
 
 def test_a_recorded_train_command_runs_the_same_config():
