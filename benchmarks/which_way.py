@@ -8,7 +8,9 @@ alone would give mostly "up"), sampled with 32 ancestral steps and static clippi
 and judged by the attribute classifier (`ivlib.attributes`). Three numbers per row: motion accuracy; axis
 accuracy (left/right drawn for left/right asked, up/down for up/down); and sign accuracy, among the videos on
 the right axis, the share that also go the asked way (0.5 is a coin). Rows (one per name and w, replaced when
-measured again) go to ivlib/assets/weights/toy_base.which_way.json, which chapter 04 reads.
+measured again) go to ivlib/assets/weights/toy_base.which_way.json, which chapter 04 reads; each row names the
+`ivlib train` commands that made its weights, so a file that does not ship (`ivlib export --step` of a run's
+checkpoint) can be made again.
 """
 
 import argparse
@@ -48,19 +50,22 @@ def measure(name, path, guidances, prompts, seed=0) -> list:
     from ivlib import attributes
     from ivlib.cascade import Cascade, SamplerSettings
     from ivlib.data import captions as C
+    from ivlib.trainer import training_lineage
     from ivlib.weights import read_metadata
 
     cascade = Cascade.pretrained("toy", stages=["base"], weights={"base": path})
     names, classifier = attributes.classes()["motion"], attributes.load_attribute_classifier()
     asked = [C.parse_caption(p)[0][0].motion for p in prompts]
-    steps = read_metadata(path).get("steps")
+    meta = read_metadata(path)
+    steps = meta.get("steps")
     rows = []
     for guidance in guidances:
         start = time.perf_counter()
         settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
         videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, 32)
         predicted = attributes.predict(classifier, np.asarray(videos))["motion"]
-        rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": steps, "guidance": guidance,
+        rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": steps,
+                     "trained_by": training_lineage(meta), "guidance": guidance,
                      "relative_keys": cascade.stages[0].unet.relative_keys, "num_videos": len(prompts),
                      "asked": {m: asked.count(m) for m in sorted(set(asked))},
                      **which_way(asked, [names[i] for i in predicted]),
