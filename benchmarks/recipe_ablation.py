@@ -14,6 +14,8 @@ levels (16x16 and 8x8), and differs in one thing:
                  two simulated CPU devices (`train from-scratch --steps 6000 --cpu-devices 2`)
   keys-from-2500 from-scratch, with the relative keys held at zero until step 2500 and grown from there, as
                  "Which way?" grew them into the trained base (`train keys-from-2500 --steps 5000 --cpu-devices 4`)
+  keys-from-5000 the same with the keys held until step 5000, two simulated devices (`train keys-from-5000
+                 --steps 7000 --cpu-devices 2`: about two hours of wall clock on two cores)
 and the row "previous" is the base model shipped before this ablation: the random toy T5 with
 cross-attention at 8x8 only, 1400 steps, otherwise the same command (`--previous` scores its weight file).
 
@@ -46,6 +48,9 @@ ARMS = {
     "keys-from-2500": {"workdir": "runs/relkeys-from-2500",
                        "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5",
                                 "--checkpoint-every", "250", "--relative-keys-from", "2500"]},
+    "keys-from-5000": {"workdir": "runs/relkeys-from-5000",
+                       "args": ["--text-encoder", "toy-t5-random", "--image-fraction", "0.5",
+                                "--checkpoint-every", "250", "--relative-keys-from", "5000"]},
 }
 GUIDANCE = 0.0  # the recipe's own model, no guidance: chapter 08 sweeps w on the model the recipe makes
 

@@ -7,7 +7,8 @@ For each NAME=PATH (a weight file of the toy base) and guidance weight w: 64 hel
 alone would give mostly "up"), sampled with 32 ancestral steps and static clipping from the same noise for every file,
 and judged by the attribute classifier (`ivlib.attributes`). Three numbers per row: motion accuracy; axis
 accuracy (left/right drawn for left/right asked, up/down for up/down); and sign accuracy, among the videos on
-the right axis, the share that also go the asked way (0.5 is a coin). Rows (one per name and w, replaced when
+the right axis, the share that also go the asked way (0.5 is a coin). Beside them, how symmetric in the frame
+offset the file's relative keys are (`key_symmetry`). Rows (one per name and w, replaced when
 measured again) go to ivlib/assets/weights/toy_base.which_way.json, which chapter 04 reads; each row names the
 `ivlib train` commands that made its weights, so a file that does not ship (`ivlib export --step` of a run's
 checkpoint) can be made again.
@@ -30,6 +31,28 @@ def which_way(asked, drawn) -> dict:
     right = sum(a == d for a, d in zip(asked, drawn))
     return {"motion": right / len(asked), "axis": len(on_axis) / len(asked),
             "sign": right / len(on_axis) if on_axis else float("nan"), "on_axis": len(on_axis)}
+
+
+def key_symmetry(path) -> dict | None:
+    """How symmetric in the frame offset a weight file's relative keys are (None if it has none): the mean over
+    temporal attention layers, heads and distances d of |a(+d) + a(-d)| / 2 ("symmetric", a preference for
+    near or far frames alike in both directions) and of |a(+d) - a(-d)| / 2 ("antisymmetric", the part that can
+    tell earlier frames from later ones), and the largest norm of one key vector."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    tables = [t.astype(np.float32) for name, t in load_file(str(path)).items() if "rel_keys" in name]
+    if not tables:
+        return None
+    sym, anti = [], []
+    for t in tables:  # (2 max_distance + 1, heads, head_dim), offset 0 in the middle
+        c = t.shape[0] // 2
+        ahead, behind = t[c + 1:], t[c - 1::-1]  # a(+d), a(-d) for d = 1 .. max_distance
+        sym.append(np.linalg.norm(ahead + behind, axis=-1) / 2)
+        anti.append(np.linalg.norm(ahead - behind, axis=-1) / 2)
+    return {"symmetric": round(float(np.mean(np.concatenate([s.ravel() for s in sym]))), 4),
+            "antisymmetric": round(float(np.mean(np.concatenate([a.ravel() for a in anti]))), 4),
+            "max_norm": round(float(max(np.linalg.norm(t, axis=-1).max() for t in tables)), 3)}
 
 
 def balanced_prompts(num_videos=64) -> list:
@@ -66,7 +89,7 @@ def measure(name, path, guidances, prompts, seed=0) -> list:
         predicted = attributes.predict(classifier, np.asarray(videos))["motion"]
         rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": steps,
                      "trained_by": training_lineage(meta), "guidance": guidance,
-                     "relative_keys": cascade.stages[0].unet.relative_keys, "num_videos": len(prompts),
+                     "relative_keys": cascade.stages[0].unet.relative_keys, "key_symmetry": key_symmetry(path), "num_videos": len(prompts),
                      "asked": {m: asked.count(m) for m in sorted(set(asked))},
                      **which_way(asked, [names[i] for i in predicted]),
                      "seconds": round(time.perf_counter() - start, 1)})
