@@ -79,17 +79,17 @@ def measure(name, path, guidances, prompts, seed=0) -> list:
     cascade = Cascade.pretrained("toy", stages=["base"], weights={"base": path})
     names, classifier = attributes.classes()["motion"], attributes.load_attribute_classifier()
     asked = [C.parse_caption(p)[0][0].motion for p in prompts]
-    meta = read_metadata(path)
-    steps = meta.get("steps")
+    meta, keys = read_metadata(path), key_symmetry(path)
     rows = []
     for guidance in guidances:
         start = time.perf_counter()
         settings = {"base": SamplerSettings(num_steps=32, guidance=guidance, threshold="static")}
         videos = cascade.sample_final(prompts, jax.random.PRNGKey(seed), settings, 32)
         predicted = attributes.predict(classifier, np.asarray(videos))["motion"]
-        rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": steps,
+        rows.append({"name": name, "weights": str(pathlib.Path(path)), "steps": meta.get("steps"),
                      "trained_by": training_lineage(meta), "guidance": guidance,
-                     "relative_keys": cascade.stages[0].unet.relative_keys, "key_symmetry": key_symmetry(path), "num_videos": len(prompts),
+                     "relative_keys": cascade.stages[0].unet.relative_keys, "key_symmetry": keys,
+                     "num_videos": len(prompts),
                      "asked": {m: asked.count(m) for m in sorted(set(asked))},
                      **which_way(asked, [names[i] for i in predicted]),
                      "seconds": round(time.perf_counter() - start, 1)})

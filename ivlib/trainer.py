@@ -387,8 +387,9 @@ def run_mesh(cfg: TrainConfig):
 
 def checkpoint_state(workdir, cfg: TrainConfig, stage: Stage, step=None):
     """The train state {step, params, opt_state, ema} of the checkpoint at `step` (None: the newest readable
-    one, or None if there is none) in <workdir>/checkpoints of the run `cfg` of `stage`, on one device. It is
-    restored onto shapes (`jax.eval_shape`): no network is initialised first (chapter 04; benchmarks)."""
+    one, or None if there is none; a step that is not kept is an error naming the kept ones) in
+    <workdir>/checkpoints of the run `cfg` of `stage`, on one device. It is restored onto shapes
+    (`jax.eval_shape`): no network is initialised first (chapter 04; benchmarks)."""
     import orbax.checkpoint as ocp
 
     workdir = pathlib.Path(workdir).absolute()  # orbax wants an absolute path
@@ -398,6 +399,9 @@ def checkpoint_state(workdir, cfg: TrainConfig, stage: Stage, step=None):
     manager = checkpoint_manager(workdir / "checkpoints", cfg.keep_checkpoints)
     if step is None:
         return restore_latest(manager, abstract, workdir / "checkpoints")
+    kept = sorted(manager.all_steps())
+    if int(step) not in kept:
+        raise FileNotFoundError(f"no checkpoint of step {step} in {workdir / 'checkpoints'}; kept: {kept}")
     return manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
 
 
@@ -418,10 +422,6 @@ def export_ema(workdir, out=None, step=None):
     out = pathlib.Path(out or workdir / "ema.safetensors")
     if out.is_dir():
         raise ValueError(f"out {out} is a directory; give the path of the weight file to write")
-    if step is not None:
-        kept = sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
-        if int(step) not in kept:
-            raise FileNotFoundError(f"no checkpoint of step {step} in {workdir / 'checkpoints'}; kept: {kept}")
     state = checkpoint_state(workdir, cfg, stage, step)
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} yet")
